@@ -1,0 +1,481 @@
+"""The ``process(batch)`` core shared by replay, consume and tune.
+
+Flow per call: screen each reading in arrival order (unknown / future / invalid / spike /
+late) -> buffer the good ones -> release those older than their site's watermark ->
+sort + dedup -> integrate into per-series base buckets -> close the buckets no future
+reading can change -> roll up per role -> emit every window that is complete -> KPIs.
+
+Readings are never dropped silently: each excluded reading becomes a ``quality`` row and,
+for readings of the current batch, an entry in ``Output.rejected`` (for a dead-letter
+queue). The KPI rows do not depend on how the input was cut into batches, nor on its order
+within the grace period.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+
+from pueflow.config import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES, Config, parse_duration_ns
+from pueflow.pipeline import energy as en
+from pueflow.pipeline import kpi as kp
+from pueflow.pipeline import rows as rw
+from pueflow.pipeline.batch import Batch
+from pueflow.pipeline.fleet import FleetAggregator
+from pueflow.pipeline.registry import Registry
+from pueflow.pipeline.screen import OK, SCREEN_NAMES, close_time, screen, sort_dedup
+from pueflow.pipeline.windows import rollup, shift_rows, window_end, window_start
+
+NO_TIME = en.NO_TIME
+N_ROLES = len(ALL_ROLES)
+EV_COLUMNS = {en.EV_ROLLOVER: 0, en.EV_RESET: 1, en.EV_GAP: 2}
+ENERGY_COLUMNS = tuple(
+    (r.replace(".", "_") + ("" if r.endswith(("_kwh", "_l")) else "_kwh"), ROLE_INDEX[r])
+    for r in ALL_ROLES if r not in SENSOR_ROLES
+)
+SENSOR_COLUMNS = tuple((r, ROLE_INDEX[r]) for r in SENSOR_ROLES)
+
+
+@dataclass
+class Output:
+    """What one call of the core produced: rows per measurement and rejected readings."""
+
+    kpi: pl.DataFrame | None = None
+    quality: pl.DataFrame | None = None
+    setpoint: pl.DataFrame | None = None
+    fleet: pl.DataFrame | None = None
+    #: indices into the input batch of readings excluded at screening, and why
+    rejected_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    rejected_reason: list[str] = field(default_factory=list)
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return {m: df for m in rw.MEASUREMENTS
+                if (df := getattr(self, m)) is not None and df.height}
+
+
+@dataclass
+class _SiteHistory:
+    """Closed base buckets of one site, kept until every window that needs them is out."""
+
+    b0: int = 0
+    n: int = 0
+    e: np.ndarray = field(default_factory=lambda: np.zeros((0, N_ROLES)))
+    cov: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    den: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ssum: np.ndarray = field(default_factory=lambda: np.zeros((0, N_ROLES)))
+    sn: np.ndarray = field(default_factory=lambda: np.zeros((0, N_ROLES), np.int64))
+    ev: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+
+    def append(self, e, cov, den, ssum, sn, ev) -> None:
+        k = len(cov)
+        need = self.n + k
+        if need > len(self.cov):
+            cap = max(need, 2 * len(self.cov), 64)
+            for name in ("e", "cov", "den", "ssum", "sn", "ev"):
+                old = getattr(self, name)
+                new = np.zeros((cap, *old.shape[1:]), old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        for name, val in (("e", e), ("cov", cov), ("den", den), ("ssum", ssum), ("sn", sn),
+                          ("ev", ev)):
+            getattr(self, name)[self.n: need] = val
+        self.n = need
+
+    def trim(self, keep_from_b: int) -> None:
+        drop = min(max(keep_from_b - self.b0, 0), self.n)
+        if drop:
+            for name in ("e", "cov", "den", "ssum", "sn", "ev"):
+                arr = getattr(self, name)
+                arr[: self.n - drop] = arr[drop: self.n]
+            self.n -= drop
+            self.b0 += drop
+
+
+class Pipeline:
+    """Stateful stream core: feed :class:`Batch` es to :meth:`process`, collect rows.
+
+    Parameters
+    ----------
+    cfg : Config
+    registry : Registry, optional
+        Shared with the source that maps keys to series ids.
+    run : str
+        Value of the ``run`` tag on every row ("" for production).
+    dispatcher : object with ``on_kpi(kpi_df) -> (setpoint_df, quality_df)``, optional
+    clock_ns : callable
+        Wall clock used only to reject readings from the future.
+    """
+
+    def __init__(self, cfg: Config, registry: Registry | None = None, *, run: str = "",
+                 dispatcher: Any = None, clock_ns: Callable[[], int] = time.time_ns):
+        self.cfg = cfg
+        self.registry = registry or Registry(cfg)
+        self.run = run
+        self.dispatcher = dispatcher
+        self.clock_ns = clock_ns
+        pc = cfg.pipeline
+        self.base_ns = pc.base_ns()
+        self.grace_ns = parse_duration_ns(pc.grace)
+        self.max_future_ns = parse_duration_ns(pc.max_future)
+        self.windows = sorted(pc.windows, key=parse_duration_ns)
+        n_sites = len(cfg.sites)
+        self.tz = [ZoneInfo(s.timezone) for s in cfg.sites]
+        self.site_max_t = np.full(n_sites, NO_TIME, np.int64)
+        self.site_wm = np.full(n_sites, NO_TIME, np.int64)
+        self.site_b0 = np.zeros(n_sites, np.int64)
+        self.started = np.zeros(n_sites, np.bool_)
+        self.last_data_b = np.full(n_sites, NO_TIME, np.int64)
+        self.next_start: list[dict[str, int]] = [{} for _ in range(n_sites)]
+        self.hist = [_SiteHistory() for _ in range(n_sites)]
+        self.metered = np.zeros((n_sites, N_ROLES), np.bool_)
+        for i, s in enumerate(cfg.sites):
+            for m in s.meters:
+                self.metered[i, ROLE_INDEX[m.role]] = True
+        self.fleet = FleetAggregator(cfg, run)
+        self._cap = 0
+        self._width = 8
+        self._alloc_series(64)
+        self.pending = Batch.empty()
+        self._site_series_n = -1
+        self._site_series: list[np.ndarray] = []
+        self.stats = {"readings_in": 0, "readings_ok": 0, "readings_rejected": 0}
+
+    # ------------------------------------------------------------------ storage
+    def _alloc_series(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        cap = max(need, 2 * self._cap)
+        n_old = self._cap
+
+        def grow1(old, fill, dtype):
+            new = np.full(cap, fill, dtype)
+            if n_old:
+                new[:n_old] = old
+            return new
+
+        def grow2(old, dtype):
+            new = np.zeros((cap, self._width), dtype)
+            if n_old:
+                new[:n_old] = old
+            return new
+
+        self.last_t = grow1(getattr(self, "last_t", None), NO_TIME, np.int64)
+        self.first_t = grow1(getattr(self, "first_t", None), NO_TIME, np.int64)
+        self.last_v = grow1(getattr(self, "last_v", None), 0.0, np.float64)
+        self.spike_run = grow1(getattr(self, "spike_run", None), 0, np.int64)
+        self.acc_e = grow2(getattr(self, "acc_e", None), np.float64)
+        self.acc_cov = grow2(getattr(self, "acc_cov", None), np.float64)
+        self.acc_sum = grow2(getattr(self, "acc_sum", None), np.float64)
+        self.acc_n = grow2(getattr(self, "acc_n", None), np.int64)
+        self._cap = cap
+
+    def _widen(self, width: int) -> None:
+        if width <= self._width:
+            return
+        w = max(width, 2 * self._width)
+        for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):
+            old = getattr(self, name)
+            new = np.zeros((old.shape[0], w), old.dtype)
+            new[:, : old.shape[1]] = old
+            setattr(self, name, new)
+        self._width = w
+
+    def _series_of_site(self) -> list[np.ndarray]:
+        n = len(self.registry)
+        if n != self._site_series_n:
+            order = self.registry.order()
+            site_of = self.registry.site[:n]
+            role_of = self.registry.role[:n]
+            self._site_series = [
+                order[(site_of[order] == i) & (role_of[order] >= 0)]
+                for i in range(len(self.cfg.sites))
+            ]
+            self._site_series_n = n
+        return self._site_series
+
+    # ------------------------------------------------------------------ public API
+    def process(self, batch: Batch) -> Output:
+        """Screen, buffer, integrate and close what can be closed; return the new rows."""
+        reg = self.registry
+        self._alloc_series(len(reg))
+        a = reg.arrays()
+        codes = np.empty(len(batch), np.int8)
+        future = self.clock_ns() + self.max_future_ns
+        screen(batch.time_ns, batch.series, batch.value, a["site"], a["role"], a["kind"],
+               a["signed"], a["max_kw"], self.site_max_t, self.site_wm, self.grace_ns,
+               future, codes)
+        ok = codes == OK
+        bad = np.flatnonzero(~ok)
+        self.stats["readings_in"] += len(batch)
+        self.stats["readings_ok"] += len(batch) - len(bad)
+        self.stats["readings_rejected"] += len(bad)
+        quality = [self._screen_quality(batch, bad, codes)] if len(bad) else []
+        if len(bad) < len(batch):
+            good = batch if not len(bad) else batch.take(ok)
+            self.pending = Batch.concat([self.pending, good]) if len(self.pending) else good
+        out = self._advance(quality, final=False)
+        out.rejected_index = bad.astype(np.int64)
+        out.rejected_reason = [SCREEN_NAMES[int(c)] for c in codes[bad]]
+        return out
+
+    def advance_watermark(self, watermark_ns: dict[int, int]) -> Output:
+        """Move site watermarks forward (consume mode: a quiet feed still closes windows).
+
+        ``watermark_ns`` maps site index -> new watermark [ns]; it never moves backwards.
+        """
+        for site, wm in watermark_ns.items():
+            if wm > self.site_wm[site]:
+                self.site_wm[site] = wm
+        return self._advance([], final=False)
+
+    def finalize(self) -> Output:
+        """Close every open window (end of a replay): emit partial trailing windows too."""
+        for i in range(len(self.cfg.sites)):
+            if self.site_max_t[i] != NO_TIME:
+                self.site_wm[i] = max(self.site_wm[i], self.site_max_t[i] + 1)
+        return self._advance([], final=True)
+
+    # ------------------------------------------------------------------ internals
+    def _advance(self, quality: list[pl.DataFrame], final: bool) -> Output:
+        reg = self.registry
+        a = reg.arrays()
+        p = self.pending
+        if len(p):
+            rel = p.time_ns < self.site_wm[a["site"][p.series]]
+            if rel.any():
+                released = p.take(rel)
+                self.pending = p.take(~rel)
+                quality.extend(self._integrate(released, a))
+        kpi_rows = self._close_sites(a, quality, final)
+        out = Output()
+        out.kpi = kpi_rows
+        out.fleet = self.fleet.flush(final)
+        if self.dispatcher is not None and kpi_rows is not None and kpi_rows.height:
+            sp, q = self.dispatcher.on_kpi(kpi_rows)
+            out.setpoint = sp
+            if q is not None and q.height:
+                quality.append(q)
+        quality = [q for q in quality if q is not None and q.height]
+        out.quality = pl.concat(quality, how="diagonal_relaxed") if quality else None
+        return out
+
+    def _integrate(self, r: Batch, a: dict[str, np.ndarray]) -> list[pl.DataFrame]:
+        quality: list[pl.DataFrame] = []
+        kept, dup = sort_dedup(r.series, r.time_ns, r.value, len(self.registry))
+        if len(dup):
+            quality.append(self._quality_rows(r.take(dup), "duplicate"))
+        r = r.take(kept)
+        site = a["site"][r.series]
+        bucket = r.time_ns // self.base_ns
+        # start sites seen for the first time: their first bucket is the earliest reading
+        for i in np.unique(site[~self.started[site]]):
+            b = int(bucket[site == i].min())
+            self.site_b0[i] = b
+            self.started[i] = True
+            self.hist[i].b0 = b
+            t0 = b * self.base_ns
+            self.next_start[i] = {w: window_start(w, t0, self.tz[i]) for w in self.windows}
+        first = np.flatnonzero(np.r_[True, r.series[1:] != r.series[:-1]])
+        fs = r.series[first]
+        unset = self.first_t[fs] == NO_TIME
+        self.first_t[fs[unset]] = r.time_ns[first[unset]]
+        self._widen(int((bucket - self.site_b0[site]).max()) + 1)
+        np.maximum.at(self.last_data_b, site, bucket)
+        n = len(r)
+        ev_idx = np.empty(n, np.int64)
+        ev_code = np.empty(n, np.int8)
+        ev_val = np.empty(n, np.float64)
+        n_ev = en.integrate(r.time_ns, r.series, r.value, a["kind"], a["register_max"],
+                            a["jitter"], a["max_gap_ns"], a["max_kw"], a["site"],
+                            self.site_b0, self.base_ns, self.last_t, self.last_v,
+                            self.spike_run, self.acc_e, self.acc_cov, self.acc_sum,
+                            self.acc_n, ev_idx, ev_code, ev_val)
+        if n_ev:
+            idx, code = ev_idx[:n_ev], ev_code[:n_ev]
+            self._book_events(r, idx, code, site)
+            for c, name in en.EVENT_NAMES.items():
+                sel = idx[code == c]
+                if len(sel):
+                    quality.append(self._quality_rows(r.take(sel), name, ev_val[:n_ev][code == c]))
+        return quality
+
+    def _book_events(self, r: Batch, idx, code, site) -> None:
+        """Count rollovers, resets and gaps into the bucket of the reading that showed them."""
+        if not hasattr(self, "ev_acc") or self.ev_acc.shape[1] < self._width:
+            old = getattr(self, "ev_acc", np.zeros((len(self.cfg.sites), 0, 3), np.int64))
+            new = np.zeros((len(self.cfg.sites), self._width, 3), np.int64)
+            new[:, : old.shape[1]] = old
+            self.ev_acc = new
+        for c, col in EV_COLUMNS.items():
+            sel = idx[code == c]
+            if len(sel):
+                s = site[sel]
+                slot = r.time_ns[sel] // self.base_ns - self.site_b0[s]
+                np.add.at(self.ev_acc, (s, slot, col), 1)
+
+    def _close_sites(self, a, quality, final: bool) -> pl.DataFrame | None:
+        site_series = self._series_of_site()
+        if not hasattr(self, "ev_acc") or self.ev_acc.shape[1] < self._width:
+            self._book_events(Batch.empty(), np.empty(0, np.int64), np.empty(0, np.int8),
+                              np.empty(0, np.int32))
+        rows: list[tuple[int, str, int, int, np.ndarray, float, np.ndarray, np.ndarray]] = []
+        for i in range(len(self.cfg.sites)):
+            if not self.started[i]:
+                continue
+            ss = site_series[i]
+            if final:
+                last_b = int(self.last_data_b[i])
+                t_last = last_b * self.base_ns
+                end_ns = max(window_end(w, window_start(w, t_last, self.tz[i]), self.tz[i])
+                             for w in self.windows)
+            else:
+                end_ns = int(close_time(ss, self.last_t, a["max_gap_ns"], self.site_wm[i]))
+            b_end = end_ns // self.base_ns
+            nb = b_end - int(self.site_b0[i])
+            if nb <= 0:
+                continue
+            self._roll_site(i, ss, a, nb)
+            tail = int(self.site_max_t[i]) if final else None
+            rows.extend(self._emit_windows(i, b_end * self.base_ns, tail))
+        if not rows:
+            return None
+        return self._kpi_frame(rows, quality)
+
+    def _roll_site(self, i: int, ss: np.ndarray, a, nb: int) -> None:
+        b0 = int(self.site_b0[i])
+        e = np.empty((nb, N_ROLES))
+        cov = np.empty(nb)
+        den = np.empty(nb, np.int64)
+        ssum = np.empty((nb, N_ROLES))
+        sn = np.empty((nb, N_ROLES), np.int64)
+        w = min(nb, self._width)
+        rollup(ss, a["role"], a["kind"], self.first_t, self.base_ns, b0, w,
+               self.acc_e, self.acc_cov, self.acc_sum, self.acc_n, N_ROLES,
+               e[:w], cov[:w], den[:w], ssum[:w], sn[:w])
+        if nb > w:  # buckets past the accumulators saw no readings at all
+            e[w:] = 0.0
+            cov[w:] = 0.0
+            ssum[w:] = 0.0
+            sn[w:] = 0
+            started = (self.first_t[ss] != NO_TIME) & (a["kind"][ss] != 2)
+            den[w:] = int(started.sum())
+        ev = np.zeros((nb, 3), np.int64)
+        ev[:w] = self.ev_acc[i, :w]
+        self.hist[i].append(e, cov, den, ssum, sn, ev)
+        shift_rows(ss, min(nb, self._width), self.acc_e, self.acc_cov, self.acc_sum, self.acc_n)
+        k = min(nb, self._width)
+        self.ev_acc[i, : self._width - k] = self.ev_acc[i, k:].copy()
+        self.ev_acc[i, self._width - k:] = 0
+        self.site_b0[i] = b0 + nb
+
+    def _emit_windows(self, i: int, closed_ns: int, tail_ns: int | None = None):
+        """Emit every window of site ``i`` ending by ``closed_ns``. At the end of a replay
+        (``tail_ns`` = last reading), windows starting at or after it with nothing in them
+        are padding, not data, and are skipped."""
+        h = self.hist[i]
+        out = []
+        for w in self.windows:
+            while True:
+                start = self.next_start[i][w]
+                end = window_end(w, start, self.tz[i])
+                if end > closed_ns:
+                    break
+                lo = max(start // self.base_ns - h.b0, 0)
+                hi = max(end // self.base_ns - h.b0, 0)
+                den = h.den[lo:hi]
+                max_den = int(den.max()) if len(den) else 0
+                cover = float(h.cov[lo:hi].sum()) / (max_den * (end - start)) if max_den else 0.0
+                e = h.e[lo:hi].sum(axis=0) if hi > lo else np.zeros(N_ROLES)
+                sn = h.sn[lo:hi].sum(axis=0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    means = np.where(sn > 0, h.ssum[lo:hi].sum(axis=0) / np.maximum(sn, 1), np.nan)
+                ev = h.ev[lo:hi].sum(axis=0)
+                self.next_start[i][w] = end
+                if tail_ns is not None and start >= tail_ns and not sn.any() and not e.any():
+                    continue
+                out.append((i, w, start, max_den, e, cover, means, ev))
+        h.trim(min(self.next_start[i].values()) // self.base_ns)
+        for row in out:
+            self.fleet.add(self.cfg.sites[row[0]], row[1], row[2], row[4], self.metered[row[0]],
+                           self.tz[row[0]])
+        return out
+
+    def _kpi_frame(self, rows, quality: list[pl.DataFrame]) -> pl.DataFrame:
+        n = len(rows)
+        energy = np.stack([r[4] for r in rows])
+        site_idx = np.array([r[0] for r in rows])
+        fields = np.empty((n, len(kp.KPI_FIELDS)))
+        flags = np.empty(n, np.int8)
+        for i in np.unique(site_idx):
+            sel = site_idx == i
+            f, fl = kp.compute(energy[sel], self.metered[i], self.cfg.sites[i].grid_co2_kg_per_kwh)
+            fields[sel] = f
+            flags[sel] = fl
+        metered = self.metered[site_idx]
+        cols: dict[str, Any] = {
+            "time": np.array([r[2] for r in rows], dtype="datetime64[ns]"),
+            "site": [self.cfg.sites[r[0]].id for r in rows],
+            "window": [r[1] for r in rows],
+            "category": [str(self.cfg.sites[r[0]].pue_category) for r in rows],
+            "run": [self.run] * n,
+        }
+        for name, j in ENERGY_COLUMNS:
+            cols[name] = np.where(metered[:, j], energy[:, j], np.nan)
+        for j, name in enumerate(kp.KPI_FIELDS):
+            if name not in cols:
+                cols[name] = fields[:, j]
+        cols["facility_kwh"] = fields[:, kp.F["facility_kwh"]]
+        cols["coverage"] = np.array([r[5] for r in rows])
+        ev = np.stack([r[7] for r in rows])
+        cols["rollovers"], cols["resets"], cols["gaps"] = ev[:, 0], ev[:, 1], ev[:, 2]
+        means = np.stack([r[6] for r in rows])
+        for name, j in SENSOR_COLUMNS:
+            cols[name] = means[:, j]
+        df = pl.DataFrame(cols).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
+        df = df.fill_nan(None)
+        data_rows = np.array([r[3] > 0 and r[5] > 0 for r in rows])
+        for flag, kind in ((kp.FLAG_NON_POSITIVE_IT, "non_positive_it"),
+                           (kp.FLAG_BETTER_THAN_PERFECT, "better_than_perfect")):
+            sel = np.flatnonzero((flags == flag) & data_rows)
+            if len(sel):
+                sub = df[sel]
+                quality.append(pl.DataFrame({
+                    "time": sub["time"], "site": sub["site"], "kind": [kind] * len(sel),
+                    "device": ["*"] * len(sel), "point": sub["window"], "run": [self.run] * len(sel),
+                    "count": np.ones(len(sel), np.int64),
+                    "value": (sub["facility_kwh"] / sub["it_kwh"]).fill_null(np.nan).to_numpy(),
+                    "detail": [f"window {w}: facility/IT not reported" for w in sub["window"]],
+                }))
+        return df
+
+    # ------------------------------------------------------------------ quality rows
+    def _quality_rows(self, b: Batch, kind: str, values: np.ndarray | None = None,
+                      detail: str = "") -> pl.DataFrame:
+        keys = self.registry.keys
+        ks = [keys[s] if 0 <= s < len(keys) else ("?", "?", "?") for s in b.series.tolist()]
+        n = len(b)
+        return pl.DataFrame({
+            "time": b.time_ns.astype("datetime64[ns]"),
+            "site": [k[0] for k in ks], "kind": [kind] * n,
+            "device": [k[1] for k in ks], "point": [k[2] for k in ks], "run": [self.run] * n,
+            "count": np.ones(n, np.int64),
+            "value": b.value if values is None else values,
+            "detail": [detail] * n,
+        }).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
+
+    def _screen_quality(self, batch: Batch, bad: np.ndarray, codes: np.ndarray) -> pl.DataFrame:
+        parts = []
+        for c, name in SCREEN_NAMES.items():
+            sel = bad[codes[bad] == c]
+            if len(sel):
+                parts.append(self._quality_rows(batch.take(sel), name))
+        df = pl.concat(parts)
+        # identical events (same identity) fold into one row with a count
+        return (df.group_by(rw.identity_columns("quality"), maintain_order=True)
+                .agg(pl.col("count").sum(), pl.col("value").first(), pl.col("detail").first()))

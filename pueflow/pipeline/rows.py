@@ -1,0 +1,46 @@
+"""Output row contract: measurements, their tag columns, and their identity.
+
+Every sink receives a ``polars.DataFrame`` per measurement with a ``time`` column
+(``Datetime("ns", "UTC")``), the tag columns below (``Utf8``), and float/int field columns.
+A row's identity is (measurement, tags, time): writing it again overwrites, never duplicates.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+#: Tag columns per measurement, in order. ``run`` is present (possibly "") on every row so
+#: replays and tuning runs never overwrite production series.
+TAGS: dict[str, tuple[str, ...]] = {
+    "kpi": ("site", "window", "category", "run"),
+    "quality": ("site", "kind", "device", "point", "run"),
+    "setpoint": ("site", "asset", "run"),
+    "fleet": ("scope", "window", "run"),
+}
+MEASUREMENTS = tuple(TAGS)
+TIME = "time"
+TIME_DTYPE = pl.Datetime("ns", "UTC")
+
+#: Quality event kinds (the ``kind`` tag of ``quality`` rows).
+QUALITY_KINDS = (
+    "reset", "rollover", "spike", "rebase", "gap", "duplicate", "late", "invalid_value",
+    "unknown_series", "future", "non_positive_it", "better_than_perfect", "setpoint_clipped",
+    "dispatch_fallback",
+)
+
+
+def tag_columns(measurement: str) -> tuple[str, ...]:
+    try:
+        return TAGS[measurement]
+    except KeyError:
+        msg = f"unknown measurement {measurement!r}; expected one of {MEASUREMENTS}"
+        raise ValueError(msg) from None
+
+
+def field_columns(measurement: str, df: pl.DataFrame) -> list[str]:
+    tags = set(tag_columns(measurement))
+    return [c for c in df.columns if c != TIME and c not in tags]
+
+
+def identity_columns(measurement: str) -> list[str]:
+    return [TIME, *tag_columns(measurement)]
