@@ -102,7 +102,7 @@ class MeterRule(_Model):
     @classmethod
     def _role(cls, v: str) -> str:
         if v not in ALL_ROLES:
-            close = difflib.get_close_matches(v, ALL_ROLES, n=1)
+            close = difflib.get_close_matches(v.lower(), ALL_ROLES, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}? " if close else ""
             msg = f"unknown role; {hint}choose one of {', '.join(ALL_ROLES)}"
             raise ValueError(msg)

@@ -1,0 +1,245 @@
+"""Command line: ``pueflow VERB``. Orchestration only: no arithmetic, no I/O formats here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pueflow.exceptions import ConfigError, PueflowError
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def parse_time_ns(text: str, flag: str) -> int:
+    """ISO-8601 time with a zone (``2026-07-01T00:00Z``, ``2026-07-01T00:00+01:00``) -> ns."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"{flag} {text!r} is not an ISO-8601 time; write e.g. 2026-07-01T00:00Z"
+        raise PueflowError(msg) from None
+    if t.tzinfo is None:
+        msg = f"{flag} {text!r} has no time zone; add 'Z' for UTC or an offset like +01:00"
+        raise PueflowError(msg)
+    return int(t.timestamp() * 1e9)
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=_env("PUEFLOW_CONFIG"),
+                   help="TOML config file (env PUEFLOW_CONFIG)")
+
+
+def _load(args: argparse.Namespace):
+    from pueflow.config import load_config
+
+    if not args.config:
+        msg = "no config: pass --config FILE or set PUEFLOW_CONFIG (examples are in config/)"
+        raise PueflowError(msg)
+    return load_config(args.config)
+
+
+# ------------------------------------------------------------------------------ verbs
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from pueflow.config import load_config
+
+    console = Console()
+    bad = 0
+    for f in args.files:
+        try:
+            cfg = load_config(f)
+        except ConfigError as exc:
+            bad += 1
+            console.print(f"[red]✗ {exc.source}[/red]: {len(exc.problems)} problem(s)")
+            for key, value, fix in exc.problems:
+                console.print(f"    [bold]{key}[/bold] = {value!r}\n      → {fix}")
+            continue
+        n_m = sum(len(s.meters) for s in cfg.sites)
+        console.print(f"[green]✓ {f}[/green]: {len(cfg.sites)} site(s), {n_m} meter rules, "
+                      f"{len(cfg.sinks)} sink(s), windows {cfg.pipeline.windows}")
+    return EXIT_CONFIG if bad else EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pueflow.pipeline.replay import replay
+    from pueflow.pipeline.summary import quality_counts, render, summarise
+
+    cfg = _load(args)
+    t_from = parse_time_ns(args.time_from, "--from") if args.time_from else None
+    t_to = parse_time_ns(args.time_to, "--to") if args.time_to else None
+    res = replay(cfg, args.input, out_dir=args.out, time_from_ns=t_from, time_to_ns=t_to,
+                 progress=not args.quiet, run=args.run, dispatch=args.dispatch,
+                 chunk_rows=args.chunk_rows)
+    if not args.quiet:
+        render(summarise(res.kpi, res.quality), title="replay summary (whole period)")
+        qc = quality_counts(res.quality)
+        if qc.height:
+            print(qc)
+    print(f"{res.readings:,} readings ({res.rejected:,} excluded, see quality) in "
+          f"{res.seconds:.2f} s = {res.samples_per_s / 1e6:.2f} M readings/s; "
+          f"{res.kpi.height:,} kpi rows -> {', '.join(res.sinks) or 'no sink'}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pueflow.connectors.parquet_store import read_store
+    from pueflow.pipeline.summary import render, summarise
+
+    kpi = read_store(args.store, "kpi")
+    quality = read_store(args.store, "quality")
+    render(summarise(kpi, quality, by_day=args.daily), title=f"report: {args.store}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pueflow.sim import simulate_to_file
+
+    cfg = _load(args)
+    start = datetime.fromtimestamp(parse_time_ns(args.start, "--start") / 1e9, UTC)
+    simulate_to_file(cfg, start, args.days, args.out, fmt=args.format, seed=args.seed,
+                     step_s=args.step, faults=not args.no_faults, progress=not args.quiet)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pueflow.demo import run_demo
+
+    run_demo(config=args.config or "config/tetouan-7.5mw.toml", out=args.out, days=args.days,
+             seed=args.seed)
+    return EXIT_OK
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from pueflow.pipeline.service import run_consume
+
+    cfg = _load(args)
+    run_consume(cfg, metrics_port=args.metrics_port, run=args.run, max_seconds=args.max_seconds)
+    return EXIT_OK
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from pueflow.pipeline.produce import run_produce
+
+    cfg = _load(args)
+    run_produce(cfg, args.input, rate=args.rate, fmt=args.format)
+    return EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from pueflow.optimizers.tune import run_tune
+
+    cfg = _load(args)
+    run_tune(cfg, args.input, trials=args.trials, jobs=args.jobs, storage=args.storage,
+             study=args.study, out=args.out, seed=args.seed)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="pueflow",
+        description="AI data-centre telemetry -> ISO/IEC 30134 KPIs (PUE, pPUE, REF, CUE, WUE, "
+                    "ERF) and dispatch setpoints.")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("check-config", help="validate config files; exit 2 listing every problem")
+    p.add_argument("files", nargs="+", help="TOML config files")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("replay", help="replay telemetry files into KPI rows")
+    _config_arg(p)
+    p.add_argument("--input", "-i", nargs="+", required=True,
+                   help="Parquet/CSV/JSON-lines/line-protocol files or folders")
+    p.add_argument("--out", "-o", default=_env("PUEFLOW_OUT"),
+                   help="folder for the Parquet store (env PUEFLOW_OUT; default: config's path)")
+    p.add_argument("--from", dest="time_from", help="first event time, ISO-8601 with zone")
+    p.add_argument("--to", dest="time_to", help="end event time (exclusive), ISO-8601 with zone")
+    p.add_argument("--run", default=_env("PUEFLOW_RUN", "replay"),
+                   help="run tag on every row so replays never overwrite production series "
+                        "(env PUEFLOW_RUN; default 'replay')")
+    p.add_argument("--dispatch", choices=["mpc", "rule", "oracle"],
+                   help="also compute dispatch setpoints with this policy")
+    p.add_argument("--chunk-rows", type=int, default=1_000_000, help="rows read per chunk")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("report", help="summarise a Parquet store")
+    p.add_argument("store", nargs="?", default="pueflow-out", help="store folder")
+    p.add_argument("--daily", action="store_true", help="one row per site and local day")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("simulate", help="simulate a site's telemetry with known truth")
+    _config_arg(p)
+    p.add_argument("--start", default="2026-07-01T00:00Z", help="ISO-8601 start with zone")
+    p.add_argument("--days", type=float, default=7.0)
+    p.add_argument("--out", "-o", required=True, help="output file (telemetry)")
+    p.add_argument("--format", default="parquet", choices=["parquet", "csv", "jsonl", "lp"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--step", type=float, default=10.0, help="sample period [s]")
+    p.add_argument("--no-faults", action="store_true", help="perfect meters")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulate a week of the 7.5 MW Moroccan site and replay it")
+    _config_arg(p)
+    p.add_argument("--out", default="pueflow-out", help="output folder")
+    p.add_argument("--days", type=float, default=7.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("consume", help="run the Kafka -> KPI -> store service")
+    _config_arg(p)
+    p.add_argument("--metrics-port", type=int,
+                   default=int(_env("PUEFLOW_METRICS_PORT", "0")) or None,
+                   help="Prometheus /metrics and /health port (env PUEFLOW_METRICS_PORT)")
+    p.add_argument("--run", default=_env("PUEFLOW_RUN", ""), help="run tag (default: none)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("produce", help="publish a telemetry file to Kafka")
+    _config_arg(p)
+    p.add_argument("--input", "-i", required=True)
+    p.add_argument("--rate", type=float, default=None, help="readings per second (default: max)")
+    p.add_argument("--format", choices=["json", "line"], default=None,
+                   help="wire format (default: the config's kafka.format)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("tune", help="tune dispatch settings over history with Optuna")
+    _config_arg(p)
+    p.add_argument("--input", "-i", required=True, help="history (simulator truth or KPI rows)")
+    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--storage", default=_env("PUEFLOW_TUNE_STORAGE"),
+                   help="Optuna storage URL (default sqlite:///pueflow-tune.db; "
+                        "postgresql://… for many machines; env PUEFLOW_TUNE_STORAGE)")
+    p.add_argument("--study", default=None, help="study name (resume by reusing it)")
+    p.add_argument("--out", default="pueflow-tune", help="folder for best config + report")
+    p.add_argument("--seed", type=int, default=None, help="seed the sampler (reproducible)")
+    p.set_defaults(func=cmd_tune)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PueflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""End-of-run summary: per site (or per site-day) energy, PUE, pPUE, REF, coverage, quality."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False) -> pl.DataFrame:
+    """Ratio-of-sums KPIs over the whole run (or per local day) from the finest windows.
+
+    Uses the ``1d`` rows when ``by_day`` (they are aligned to each site's local midnight),
+    else the smallest window present so every reading counts exactly once.
+    """
+    if kpi.height == 0:
+        return pl.DataFrame()
+    windows = kpi["window"].unique().to_list()
+    if by_day and "1d" in windows:
+        rows = kpi.filter(pl.col("window") == "1d")
+        keys = ["site", "time"]
+    else:
+        from pueflow.config import parse_duration_ns
+
+        finest = min(windows, key=parse_duration_ns)
+        rows = kpi.filter(pl.col("window") == finest)
+        keys = ["site"]
+    ren = pl.col("pv_kwh").fill_null(0) + pl.col("wind_kwh").fill_null(0)
+    out = (rows.group_by(keys, maintain_order=True).agg(
+        pl.col("facility_kwh").sum().alias("facility_mwh") / 1000,
+        pl.col("it_kwh").sum().alias("it_mwh") / 1000,
+        pl.col("cooling_kwh").sum().alias("cooling_mwh") / 1000,
+        ren.sum().alias("renewable_mwh") / 1000,
+        pl.col("coverage").mean().alias("coverage"),
+        (pl.col("resets").sum() + pl.col("rollovers").sum()).alias("register_events"),
+        pl.col("gaps").sum().alias("gaps"),
+        pl.col("ambient_temp_c").mean().alias("ambient_c"),
+    ).with_columns(
+        (pl.col("facility_mwh") / pl.col("it_mwh")).alias("pue"),
+        ((pl.col("it_mwh") + pl.col("cooling_mwh")) / pl.col("it_mwh")).alias("ppue_cooling"),
+        pl.min_horizontal(pl.col("renewable_mwh") / pl.col("facility_mwh"), pl.lit(1.0)).alias("ref"),
+    ))
+    if quality is not None and quality.height:
+        q = quality.group_by("site").agg(pl.col("count").sum().alias("quality_events"))
+        out = out.join(q, on="site", how="left").with_columns(pl.col("quality_events").fill_null(0))
+    else:
+        out = out.with_columns(pl.lit(0).alias("quality_events"))
+    return out.sort(keys)
+
+
+def quality_counts(quality: pl.DataFrame) -> pl.DataFrame:
+    if quality is None or quality.height == 0:
+        return pl.DataFrame({"site": [], "kind": [], "count": []})
+    return quality.group_by(["site", "kind"]).agg(pl.col("count").sum()).sort(["site", "kind"])
+
+
+def render(summary: pl.DataFrame, title: str = "pueflow summary") -> None:
+    """Print the summary with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    cols = [c for c in ("site", "time", "facility_mwh", "it_mwh", "pue", "ppue_cooling", "ref",
+                        "coverage", "ambient_c", "register_events", "gaps", "quality_events")
+            if c in summary.columns]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("site", "time") else "right")
+    for row in summary.iter_rows(named=True):
+        cells = []
+        for c in cols:
+            v = row[c]
+            if c == "time" and v is not None:
+                cells.append(v.strftime("%Y-%m-%d"))
+            elif isinstance(v, float):
+                cells.append(f"{v:,.3f}" if c in ("pue", "ppue_cooling", "ref", "coverage")
+                             else f"{v:,.1f}")
+            else:
+                cells.append("" if v is None else str(v))
+        table.add_row(*cells)
+    Console().print(table)
