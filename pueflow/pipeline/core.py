@@ -115,7 +115,7 @@ class Pipeline:
     def __init__(self, cfg: Config, registry: Registry | None = None, *, run: str = "",
                  dispatcher: Any = None, clock_ns: Callable[[], int] = time.time_ns):
         self.cfg = cfg
-        self.registry = registry or Registry(cfg)
+        self.registry = registry if registry is not None else Registry(cfg)
         self.run = run
         self.dispatcher = dispatcher
         self.clock_ns = clock_ns
