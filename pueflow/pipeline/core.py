@@ -29,8 +29,15 @@ from pueflow.pipeline import rows as rw
 from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.pipeline.registry import Registry
-from pueflow.pipeline.screen import OK, SCREEN_NAMES, close_time, screen, sort_dedup
-from pueflow.pipeline.windows import rollup, shift_rows, window_end, window_start
+from pueflow.pipeline.screen import (
+    OK,
+    SCREEN_NAMES,
+    close_time,
+    screen,
+    site_span,
+    sort_dedup,
+)
+from pueflow.pipeline.windows import DAY, rollup, shift_rows, window_end, window_start
 
 NO_TIME = en.NO_TIME
 N_ROLES = len(ALL_ROLES)
@@ -57,6 +64,20 @@ class Output:
     def frames(self) -> dict[str, pl.DataFrame]:
         return {m: df for m in rw.MEASUREMENTS
                 if (df := getattr(self, m)) is not None and df.height}
+
+
+@dataclass
+class _Windows:
+    """Complete windows of one site and one length, ready to become KPI rows."""
+
+    site: int
+    window: str
+    start: np.ndarray  # [ns]
+    den: np.ndarray  # energy series counted
+    e: np.ndarray  # [k, roles] kWh
+    cover: np.ndarray
+    means: np.ndarray  # [k, roles] sensor means
+    ev: np.ndarray  # [k, 3] rollovers, resets, gaps
 
 
 @dataclass
@@ -248,9 +269,14 @@ class Pipeline:
         p = self.pending
         if len(p):
             rel = p.time_ns < self.site_wm[a["site"][p.series]]
-            if rel.any():
-                released = p.take(rel)
-                self.pending = p.take(~rel)
+            n_rel = int(np.count_nonzero(rel))
+            if n_rel == len(p):
+                self.pending = Batch.empty()
+                quality.extend(self._integrate(p, a))
+            elif n_rel:
+                idx = np.flatnonzero(rel)
+                released = p.take(idx)
+                self.pending = p.take(np.flatnonzero(~rel))
                 quality.extend(self._integrate(released, a))
         kpi_rows = self._close_sites(a, quality, final)
         out = Output()
@@ -272,10 +298,11 @@ class Pipeline:
             quality.append(self._quality_rows(r.take(dup), "duplicate"))
         r = r.take(kept)
         site = a["site"][r.series]
-        bucket = r.time_ns // self.base_ns
-        # start sites seen for the first time: their first bucket is the earliest reading
-        for i in np.unique(site[~self.started[site]]):
-            b = int(bucket[site == i].min())
+        lo_t, hi_t = site_span(site, r.time_ns, len(self.cfg.sites))
+        present = np.flatnonzero(hi_t != NO_TIME)
+        # a site's first bucket is its earliest reading (later ones can only be newer)
+        for i in present[~self.started[present]]:
+            b = int(lo_t[i] // self.base_ns)
             self.site_b0[i] = b
             self.started[i] = True
             self.hist[i].b0 = b
@@ -285,12 +312,13 @@ class Pipeline:
         fs = r.series[first]
         unset = self.first_t[fs] == NO_TIME
         self.first_t[fs[unset]] = r.time_ns[first[unset]]
-        self._widen(int((bucket - self.site_b0[site]).max()) + 1)
-        np.maximum.at(self.last_data_b, site, bucket)
+        hi_b = hi_t[present] // self.base_ns
+        self._widen(int((hi_b - self.site_b0[present]).max()) + 1)
+        self.last_data_b[present] = np.maximum(self.last_data_b[present], hi_b)
         n = len(r)
-        ev_idx = np.empty(n, np.int64)
-        ev_code = np.empty(n, np.int8)
-        ev_val = np.empty(n, np.float64)
+        ev_idx = np.empty(2 * n, np.int64)
+        ev_code = np.empty(2 * n, np.int8)
+        ev_val = np.empty(2 * n, np.float64)
         n_ev = en.integrate(r.time_ns, r.series, r.value, a["kind"], a["register_max"],
                             a["jitter"], a["max_gap_ns"], a["max_kw"], a["site"],
                             self.site_b0, self.base_ns, self.last_t, self.last_v,
@@ -324,14 +352,13 @@ class Pipeline:
         if not hasattr(self, "ev_acc") or self.ev_acc.shape[1] < self._width:
             self._book_events(Batch.empty(), np.empty(0, np.int64), np.empty(0, np.int8),
                               np.empty(0, np.int32))
-        rows: list[tuple[int, str, int, int, np.ndarray, float, np.ndarray, np.ndarray]] = []
+        blocks: list[_Windows] = []
         for i in range(len(self.cfg.sites)):
             if not self.started[i]:
                 continue
             ss = site_series[i]
             if final:
-                last_b = int(self.last_data_b[i])
-                t_last = last_b * self.base_ns
+                t_last = int(self.last_data_b[i]) * self.base_ns
                 end_ns = max(window_end(w, window_start(w, t_last, self.tz[i]), self.tz[i])
                              for w in self.windows)
             else:
@@ -342,10 +369,10 @@ class Pipeline:
                 continue
             self._roll_site(i, ss, a, nb)
             tail = int(self.site_max_t[i]) if final else None
-            rows.extend(self._emit_windows(i, b_end * self.base_ns, tail))
-        if not rows:
+            blocks.extend(self._emit_windows(i, b_end * self.base_ns, tail))
+        if not blocks:
             return None
-        return self._kpi_frame(rows, quality)
+        return self._kpi_frame(blocks, quality)
 
     def _roll_site(self, i: int, ss: np.ndarray, a, nb: int) -> None:
         b0 = int(self.site_b0[i])
@@ -374,42 +401,64 @@ class Pipeline:
         self.ev_acc[i, self._width - k:] = 0
         self.site_b0[i] = b0 + nb
 
-    def _emit_windows(self, i: int, closed_ns: int, tail_ns: int | None = None):
-        """Emit every window of site ``i`` ending by ``closed_ns``. At the end of a replay
-        (``tail_ns`` = last reading), windows starting at or after it with nothing in them
-        are padding, not data, and are skipped."""
+    def _window_bounds(self, i: int, w: str, closed_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """Starts and ends [ns] of the complete ``w`` windows of site ``i`` not yet emitted."""
+        start = self.next_start[i][w]
+        if w == DAY:
+            starts, ends = [], []
+            while (end := window_end(w, start, self.tz[i])) <= closed_ns:
+                starts.append(start)
+                ends.append(end)
+                start = end
+            return np.array(starts, np.int64), np.array(ends, np.int64)
+        n = parse_duration_ns(w)
+        k = max((closed_ns - start) // n, 0)
+        starts = start + n * np.arange(k, dtype=np.int64)
+        return starts, starts + n
+
+    def _emit_windows(self, i: int, closed_ns: int, tail_ns: int | None = None) -> list[_Windows]:
+        """Sum closed base buckets into every complete window of site ``i``.
+
+        At the end of a replay (``tail_ns`` = last reading) windows starting at or after it
+        with nothing in them are padding, not data, and are skipped.
+        """
         h = self.hist[i]
         out = []
         for w in self.windows:
-            while True:
-                start = self.next_start[i][w]
-                end = window_end(w, start, self.tz[i])
-                if end > closed_ns:
-                    break
-                lo = max(start // self.base_ns - h.b0, 0)
-                hi = max(end // self.base_ns - h.b0, 0)
-                den = h.den[lo:hi]
-                max_den = int(den.max()) if len(den) else 0
-                cover = float(h.cov[lo:hi].sum()) / (max_den * (end - start)) if max_den else 0.0
-                e = h.e[lo:hi].sum(axis=0) if hi > lo else np.zeros(N_ROLES)
-                sn = h.sn[lo:hi].sum(axis=0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    means = np.where(sn > 0, h.ssum[lo:hi].sum(axis=0) / np.maximum(sn, 1), np.nan)
-                ev = h.ev[lo:hi].sum(axis=0)
-                self.next_start[i][w] = end
-                if tail_ns is not None and start >= tail_ns and not sn.any() and not e.any():
-                    continue
-                out.append((i, w, start, max_den, e, cover, means, ev))
+            starts, ends = self._window_bounds(i, w, closed_ns)
+            if not len(starts):
+                continue
+            self.next_start[i][w] = int(ends[-1])
+            lo = np.maximum(starts // self.base_ns - h.b0, 0)
+            hi = np.maximum(ends // self.base_ns - h.b0, 0)
+            seg = slice(int(lo[0]), int(hi[-1]))
+            idx = lo - lo[0]
+            # windows are contiguous, so each reduceat segment is exactly [lo_k, hi_k)
+            e = np.add.reduceat(h.e[seg], idx, axis=0)
+            cov = np.add.reduceat(h.cov[seg], idx)
+            den = np.maximum.reduceat(h.den[seg], idx)
+            ssum = np.add.reduceat(h.ssum[seg], idx, axis=0)
+            sn = np.add.reduceat(h.sn[seg], idx, axis=0)
+            ev = np.add.reduceat(h.ev[seg], idx, axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cover = np.where(den > 0, cov / (np.maximum(den, 1) * (ends - starts)), 0.0)
+                means = np.where(sn > 0, ssum / np.maximum(sn, 1), np.nan)
+            keep = np.ones(len(starts), bool)
+            if tail_ns is not None:
+                keep = ~((starts >= tail_ns) & ~sn.any(axis=1) & ~e.any(axis=1))
+            blk = _Windows(i, w, starts[keep], den[keep], e[keep], cover[keep], means[keep],
+                           ev[keep])
+            if len(blk.start):
+                out.append(blk)
+                self.fleet.add_many(self.cfg.sites[i], w, blk.start, blk.e, self.metered[i],
+                                    self.tz[i])
         h.trim(min(self.next_start[i].values()) // self.base_ns)
-        for row in out:
-            self.fleet.add(self.cfg.sites[row[0]], row[1], row[2], row[4], self.metered[row[0]],
-                           self.tz[row[0]])
         return out
 
-    def _kpi_frame(self, rows, quality: list[pl.DataFrame]) -> pl.DataFrame:
-        n = len(rows)
-        energy = np.stack([r[4] for r in rows])
-        site_idx = np.array([r[0] for r in rows])
+    def _kpi_frame(self, blocks: list[_Windows], quality: list[pl.DataFrame]) -> pl.DataFrame:
+        site_idx = np.concatenate([np.full(len(b.start), b.site) for b in blocks])
+        n = len(site_idx)
+        energy = np.concatenate([b.e for b in blocks])
         fields = np.empty((n, len(kp.KPI_FIELDS)))
         flags = np.empty(n, np.int8)
         for i in np.unique(site_idx):
@@ -418,11 +467,13 @@ class Pipeline:
             fields[sel] = f
             flags[sel] = fl
         metered = self.metered[site_idx]
+        ids = np.array([s.id for s in self.cfg.sites], dtype=object)
+        cats = np.array([str(s.pue_category) for s in self.cfg.sites], dtype=object)
         cols: dict[str, Any] = {
-            "time": np.array([r[2] for r in rows], dtype="datetime64[ns]"),
-            "site": [self.cfg.sites[r[0]].id for r in rows],
-            "window": [r[1] for r in rows],
-            "category": [str(self.cfg.sites[r[0]].pue_category) for r in rows],
+            "time": np.concatenate([b.start for b in blocks]).astype("datetime64[ns]"),
+            "site": ids[site_idx].tolist(),
+            "window": [b.window for b in blocks for _ in range(len(b.start))],
+            "category": cats[site_idx].tolist(),
             "run": [self.run] * n,
         }
         for name, j in ENERGY_COLUMNS:
@@ -431,15 +482,16 @@ class Pipeline:
             if name not in cols:
                 cols[name] = fields[:, j]
         cols["facility_kwh"] = fields[:, kp.F["facility_kwh"]]
-        cols["coverage"] = np.array([r[5] for r in rows])
-        ev = np.stack([r[7] for r in rows])
+        cover = np.concatenate([b.cover for b in blocks])
+        cols["coverage"] = cover
+        ev = np.concatenate([b.ev for b in blocks])
         cols["rollovers"], cols["resets"], cols["gaps"] = ev[:, 0], ev[:, 1], ev[:, 2]
-        means = np.stack([r[6] for r in rows])
+        means = np.concatenate([b.means for b in blocks])
         for name, j in SENSOR_COLUMNS:
             cols[name] = means[:, j]
         df = pl.DataFrame(cols).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
         df = df.fill_nan(None)
-        data_rows = np.array([r[3] > 0 and r[5] > 0 for r in rows])
+        data_rows = (np.concatenate([b.den for b in blocks]) > 0) & (cover > 0)
         for flag, kind in ((kp.FLAG_NON_POSITIVE_IT, "non_positive_it"),
                            (kp.FLAG_BETTER_THAN_PERFECT, "better_than_perfect")):
             sel = np.flatnonzero((flags == flag) & data_rows)

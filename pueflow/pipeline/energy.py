@@ -10,7 +10,8 @@ Rules (DESIGN.md "KPI rules"):
 - register: delta of the cumulative register. A decrease with the previous value near the
   register maximum is a rollover (``max - prev + cur``); a decrease within the jitter
   tolerance adds 0 and keeps the max-so-far; any other decrease is a reset (add ``cur``).
-  A delta whose implied power exceeds ``max_kw`` is a spike: excluded, state unchanged;
+  A delta whose implied power exceeds ``max_kw`` (a reset's or rollover's included) is a
+  spike: excluded, state unchanged;
   three spikes in a row re-base the register on the latest reading (a replaced meter).
   The delta is spread uniformly over the interval when it is no longer than ``max_gap``,
   else it is booked at the later reading (a register never loses energy) and the interval
@@ -114,8 +115,9 @@ def integrate(time_ns, series, value, kind, register_max, jitter, max_gap_ns, ma
         Energy [kWh] and covered time [ns] per bucket.
     acc_sum, acc_n : 2-D arrays [series, slot], updated in place
         Sum and count of sensor readings per bucket.
-    ev_idx, ev_code, ev_val : output arrays, length >= len(time_ns)
-        Quality events: reading index, code (``EV_*``) and a value (energy or delta).
+    ev_idx, ev_code, ev_val : output arrays, length >= 2 * len(time_ns)
+        Quality events: reading index, code (``EV_*``) and a value (energy or delta). A
+        reading can show two events (a reset or rollover after a gap).
 
     Returns
     -------
@@ -167,7 +169,7 @@ def integrate(time_ns, series, value, kind, register_max, jitter, max_gap_ns, ma
             else:
                 delta = v
                 code = EV_RESET
-        if delta > max_kw[s] * (dt / NS_PER_HOUR) and code != EV_RESET:
+        if delta > max_kw[s] * (dt / NS_PER_HOUR):
             spike_run[s] += 1
             ev_idx[n_ev] = i
             if spike_run[s] >= SPIKES_BEFORE_REBASE:

@@ -46,39 +46,70 @@ def fleet_row(totals: np.ndarray) -> dict[str, float | None]:
 
 
 class FleetAggregator:
-    """Collects site windows; emits a fleet row once every site of a scope has reported."""
+    """Collects site windows; emits a fleet row once every site of a scope has reported.
+
+    Rows are kept in columnar blocks; ``flush`` groups them by (scope, window, time).
+    """
+
+    _TOTALS = ("facility_kwh", "it_kwh", "renewable_kwh", "co2_kg", "water_l")
 
     def __init__(self, cfg: Config, run: str = ""):
         self.run = run
         self.scopes: dict[str, set[str]] = {"fleet": {s.id for s in cfg.sites}}
         for s in cfg.sites:
             self.scopes.setdefault(s.jurisdiction, set()).add(s.id)
-        self.pending: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+        self.scope_size = {k: len(v) for k, v in self.scopes.items()}
+        self.pending: list[pl.DataFrame] = []
 
     def add(self, site: Site, window: str, start_ns: int, energy: np.ndarray,
             metered: np.ndarray, tz: ZoneInfo) -> None:
+        self.add_many(site, window, np.array([start_ns]), energy[None, :], metered, tz)
+
+    def add_many(self, site: Site, window: str, starts: np.ndarray, energy: np.ndarray,
+                 metered: np.ndarray, tz: ZoneInfo) -> None:
+        """Add ``len(starts)`` windows of one site ([k, roles] energies)."""
         if window == DAY:
-            d = datetime.fromisoformat(local_date(start_ns, tz)).replace(tzinfo=UTC)
-            key_ns = int(d.timestamp()) * 10**9
+            keys = np.array([int(datetime.fromisoformat(local_date(int(t), tz))
+                                 .replace(tzinfo=UTC).timestamp()) * 10**9 for t in starts])
         else:
-            key_ns = start_ns
-        tot = site_totals(energy, metered, site.grid_co2_kg_per_kwh)
-        for scope, members in self.scopes.items():
-            if site.id in members:
-                self.pending.setdefault((scope, window, key_ns), {})[site.id] = tot
+            keys = np.asarray(starts, np.int64)
+        tot = site_totals_many(energy, metered, site.grid_co2_kg_per_kwh)
+        scopes = [sc for sc, members in self.scopes.items() if site.id in members]
+        k = len(keys)
+        for sc in scopes:
+            self.pending.append(pl.DataFrame({
+                "scope": [sc] * k, "window": [window] * k, "time": keys, "site": [site.id] * k,
+                **{name: tot[:, j] for j, name in enumerate(self._TOTALS)}}))
 
     def flush(self, final: bool) -> pl.DataFrame | None:
-        rows = []
-        for key in sorted(self.pending):
-            scope, window, t_ns = key
-            got = self.pending[key]
-            if not final and len(got) < len(self.scopes[scope]):
-                continue
-            totals = np.sum([got[s] for s in sorted(got)], axis=0)
-            rows.append({"time": t_ns, "scope": scope, "window": window, "run": self.run,
-                         **fleet_row(totals), "sites": len(got)})
-            del self.pending[key]
-        if not rows:
+        if not self.pending:
             return None
-        return pl.DataFrame(rows).with_columns(
-            pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+        df = pl.concat(self.pending).sort("scope", "window", "time", "site")
+        size = pl.col("scope").replace_strict(self.scope_size, return_dtype=pl.Int64)
+        g = df.group_by("scope", "window", "time", maintain_order=True).agg(
+            pl.len().alias("sites"), *[pl.col(c).sum() for c in self._TOTALS])
+        done = g if final else g.filter(pl.col("sites") >= size)
+        if final or done.height == g.height:
+            self.pending = []
+        else:
+            left = g.filter(pl.col("sites") < size).select("scope", "window", "time")
+            self.pending = [df.join(left, on=["scope", "window", "time"], how="semi")]
+        if done.height == 0:
+            return None
+        it, fac = pl.col("it_kwh"), pl.col("facility_kwh")
+        return done.select(
+            pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
+            "scope", "window", pl.lit(self.run).alias("run"),
+            *self._TOTALS,
+            pl.when((it > 0) & (fac >= it)).then(fac / it).alias("pue"),
+            pl.when(fac > 0).then(pl.min_horizontal(pl.col("renewable_kwh") / fac, 1.0)).alias("ref"),
+            pl.when(it > 0).then(pl.col("co2_kg") / it).alias("cue_kg_per_kwh"),
+            pl.when(it > 0).then(pl.col("water_l") / it).alias("wue_l_per_kwh"),
+            pl.col("sites").cast(pl.Int64),
+        )
+
+
+def site_totals_many(energy: np.ndarray, metered: np.ndarray, co2: float) -> np.ndarray:
+    """Vectorised :func:`site_totals` over rows of [k, roles] energies -> [k, 5]."""
+    return np.stack([site_totals(e, metered, co2) for e in energy]) if len(energy) else \
+        np.zeros((0, 5))

@@ -50,6 +50,7 @@ class SinkSet:
                 rows = self.router.rows_for(spec, measurement, df)
                 if rows is not None:
                     sink.write(measurement, rows)
+                    self.router.audit(spec, measurement, rows)  # what left a jurisdiction
                     n += rows.height
         return n
 

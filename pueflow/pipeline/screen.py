@@ -67,6 +67,12 @@ def screen(time_ns, series, value, site_of, role_of, kind_of, signed, max_kw,
 
 
 @njit
+def _before(x, y):
+    """Total order on floats for tie-breaking: NaN after every number."""
+    return x < y or (np.isnan(y) and not np.isnan(x))
+
+
+@njit
 def sort_dedup(series, time_ns, value, n_series):
     """Order readings by (series, time) and drop duplicate (series, time) readings.
 
@@ -94,7 +100,7 @@ def sort_dedup(series, time_ns, value, n_series):
         for j in range(lo + 1, hi):
             a = order[j - 1]
             b = order[j]
-            if time_ns[b] < time_ns[a] or (time_ns[b] == time_ns[a] and value[b] < value[a]):
+            if time_ns[b] < time_ns[a] or (time_ns[b] == time_ns[a] and _before(value[b], value[a])):
                 ok = False
                 break
         if not ok:
@@ -139,6 +145,21 @@ def close_time(site_series, last_t, max_gap_ns, watermark_ns):
         t = last_t[s]
         if t == np.iinfo(np.int64).min:
             continue
-        if t + max_gap_ns[s] > watermark_ns and t < ct:
+        if t + max_gap_ns[s] >= watermark_ns and t < ct:
             ct = t
     return ct
+
+
+@njit
+def site_span(site, time_ns, n_sites):
+    """Earliest and latest reading time per site [ns]; ``NO_TIME`` bounds where none."""
+    lo = np.full(n_sites, np.iinfo(np.int64).max, np.int64)
+    hi = np.full(n_sites, np.iinfo(np.int64).min, np.int64)
+    for i in range(site.shape[0]):
+        s = site[i]
+        t = time_ns[i]
+        if t < lo[s]:
+            lo[s] = t
+        if t > hi[s]:
+            hi[s] = t
+    return lo, hi
