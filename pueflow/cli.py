@@ -94,7 +94,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     kpi = read_store(args.store, "kpi")
     quality = read_store(args.store, "quality")
-    render(summarise(kpi, quality, by_day=args.daily), title=f"report: {args.store}")
+    tz = None
+    if args.config:
+        tz = {s.id: s.timezone for s in _load(args).sites}
+    render(summarise(kpi, quality, by_day=args.daily, timezones=tz), title=f"report: {args.store}")
     return EXIT_OK
 
 
@@ -173,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="summarise a Parquet store")
     p.add_argument("store", nargs="?", default="pueflow-out", help="store folder")
     p.add_argument("--daily", action="store_true", help="one row per site and local day")
+    _config_arg(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("simulate", help="simulate a site's telemetry with known truth")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +13,7 @@ from pueflow.config import load_config
 from pueflow.pipeline.replay import replay
 from pueflow.pipeline.summary import render, summarise
 
-DEMO_START = datetime(2026, 7, 20, tzinfo=UTC)  # a July week: hot afternoons, a desert-wind spell
+DEMO_DATE = (2026, 7, 20)  # a July week: hot afternoons, the season of desert-wind spells
 
 
 def run_demo(config: str = "config/tetouan-7.5mw.toml", out: str = "pueflow-out",
@@ -25,21 +26,24 @@ def run_demo(config: str = "config/tetouan-7.5mw.toml", out: str = "pueflow-out"
     from pueflow.sim.chart import write_chart
 
     cfg = load_config(config)
+    # start at the site's local midnight so the daily table has whole local days
+    start = datetime(*DEMO_DATE, tzinfo=ZoneInfo(cfg.sites[0].timezone)).astimezone(UTC)
     out_dir = Path(out)
     sim_dir = out_dir / "sim"
     sim_dir.mkdir(parents=True, exist_ok=True)
     telemetry = sim_dir / "telemetry.parquet"
     t0 = time.perf_counter()
     print(f"1/3 simulating {days:g} days of {', '.join(s.id for s in cfg.sites)} "
-          f"from {DEMO_START:%Y-%m-%d} (seed {seed}) -> {telemetry}")
-    simulate_to_file(cfg, DEMO_START, days, telemetry, fmt="parquet", seed=seed, step_s=10.0,
+          f"from {start:%Y-%m-%d} (seed {seed}) -> {telemetry}")
+    simulate_to_file(cfg, start, days, telemetry, fmt="parquet", seed=seed, step_s=10.0,
                      faults=True, progress=True)
     t1 = time.perf_counter()
     store = out_dir / "store"
     print(f"2/3 replaying through the pipeline -> Parquet store {store}/")
     res = replay(cfg, [telemetry], out_dir=store, run="demo", progress=True)
     t2 = time.perf_counter()
-    daily = summarise(res.kpi, res.quality, by_day=True)
+    daily = summarise(res.kpi, res.quality, by_day=True,
+                      timezones={s.id: s.timezone for s in cfg.sites})
     render(daily, title="pueflow demo: per-day KPIs (local days)")
     truth_path = sim_dir / "truth.parquet"
     truth = pl.read_parquet(truth_path) if truth_path.exists() else None

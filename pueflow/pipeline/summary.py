@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import polars as pl
 
 
-def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False) -> pl.DataFrame:
+def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False,
+              timezones: dict[str, str] | None = None) -> pl.DataFrame:
     """Ratio-of-sums KPIs over the whole run (or per local day) from the finest windows.
 
-    Uses the ``1d`` rows when ``by_day`` (they are aligned to each site's local midnight),
-    else the smallest window present so every reading counts exactly once.
+    Uses the ``1d`` rows when ``by_day`` (they are aligned to each site's local midnight and
+    labelled with the local ``date`` when ``timezones`` maps site -> zone), else the smallest
+    window present so every reading counts exactly once. Windows holding no energy at all
+    (only a sensor reading at the period's end instant) are left out.
     """
     if kpi.height == 0:
         return pl.DataFrame()
@@ -23,6 +28,7 @@ def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False)
         finest = min(windows, key=parse_duration_ns)
         rows = kpi.filter(pl.col("window") == finest)
         keys = ["site"]
+    rows = rows.filter((pl.col("coverage") > 0) | (pl.col("it_kwh").fill_null(0) != 0))
     ren = pl.col("pv_kwh").fill_null(0) + pl.col("wind_kwh").fill_null(0)
     out = (rows.group_by(keys, maintain_order=True).agg(
         pl.col("facility_kwh").sum().alias("facility_mwh") / 1000,
@@ -39,10 +45,22 @@ def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False)
         pl.min_horizontal(pl.col("renewable_mwh") / pl.col("facility_mwh"), pl.lit(1.0)).alias("ref"),
     ))
     if quality is not None and quality.height:
-        q = quality.group_by("site").agg(pl.col("count").sum().alias("quality_events"))
-        out = out.join(q, on="site", how="left").with_columns(pl.col("quality_events").fill_null(0))
+        q = quality.select("site", "time", "count")
+        if "time" in keys:
+            # each event belongs to the (local) day row whose start is the latest before it
+            starts = out.select("site", pl.col("time").alias("day")).sort("day")
+            q = q.sort("time").join_asof(starts, left_on="time", right_on="day", by="site",
+                                         check_sortedness=False)
+            q = q.drop("time").rename({"day": "time"})
+        q = q.group_by(keys).agg(pl.col("count").sum().alias("quality_events"))
+        out = out.join(q, on=keys, how="left").with_columns(pl.col("quality_events").fill_null(0))
     else:
         out = out.with_columns(pl.lit(0).alias("quality_events"))
+    if "time" in keys and timezones:
+        out = out.with_columns(pl.struct("site", "time").map_elements(
+            lambda r: r["time"].astimezone(ZoneInfo(timezones[r["site"]])).date().isoformat()
+            if r["site"] in timezones else r["time"].date().isoformat(),
+            return_dtype=pl.Utf8).alias("date"))
     return out.sort(keys)
 
 
@@ -58,11 +76,11 @@ def render(summary: pl.DataFrame, title: str = "pueflow summary") -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    cols = [c for c in ("site", "time", "facility_mwh", "it_mwh", "pue", "ppue_cooling", "ref",
+    cols = [c for c in ("site", "date" if "date" in summary.columns else "time", "facility_mwh", "it_mwh", "pue", "ppue_cooling", "ref",
                         "coverage", "ambient_c", "register_events", "gaps", "quality_events")
             if c in summary.columns]
     for c in cols:
-        table.add_column(c, justify="left" if c in ("site", "time") else "right")
+        table.add_column(c, justify="left" if c in ("site", "time", "date") else "right")
     for row in summary.iter_rows(named=True):
         cells = []
         for c in cols:
@@ -75,4 +93,7 @@ def render(summary: pl.DataFrame, title: str = "pueflow summary") -> None:
             else:
                 cells.append("" if v is None else str(v))
         table.add_row(*cells)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or logged: keep every column readable
+    console.print(table)
