@@ -82,6 +82,21 @@ def build_sinkset(cfg: Config, run: str = "", out_dir: str | Path | None = None)
     return SinkSet(cfg, build_sinks(cfg, run=run))
 
 
+def decode_error_rows(path: str, errors: list[tuple[int, str]], run: str = "") -> pl.DataFrame:
+    """Rows of a file that gave no reading, as ``quality`` rows of kind ``decode_error``.
+
+    Their event time is unknown, so they carry the epoch; ``device`` names the file and
+    ``point`` the 1-based row, ``detail`` the reason.
+    """
+    n = len(errors)
+    return pl.DataFrame({
+        "time": [0] * n, "site": ["?"] * n, "kind": ["decode_error"] * n,
+        "device": [Path(path).name or "?"] * n, "point": [f"row {r}" for r, _ in errors],
+        "run": [run] * n, "count": [1] * n, "value": [float("nan")] * n,
+        "detail": [f"{path}:{r}: {why}" for r, why in errors],
+    }).with_columns(pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+
+
 def _collect(parts: dict[str, list[pl.DataFrame]], out: Output) -> None:
     for m, df in out.frames().items():
         parts[m].append(df)
@@ -101,8 +116,11 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
     parts: dict[str, list[pl.DataFrame]] = {m: [] for m in ("kpi", "quality", "setpoint", "fleet")}
     for chunk in chunks:
         out = pipe.process(chunk.batch)
-        for row, reason in getattr(chunk, "errors", []) or []:
-            del row, reason  # structural per-row errors are reported by the source
+        errors = getattr(chunk, "errors", None)
+        if errors:
+            bad = decode_error_rows(getattr(chunk, "path", ""), errors, run)
+            out.quality = bad if out.quality is None else pl.concat(
+                [out.quality, bad], how="diagonal_relaxed")
         _collect(parts, out)
         if sinks is not None:
             sinks.write(out)
