@@ -47,6 +47,7 @@ def _load(args: argparse.Namespace):
 # ------------------------------------------------------------------------------ verbs
 def cmd_check_config(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from pueflow.config import load_config
 
@@ -57,9 +58,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             cfg = load_config(f)
         except ConfigError as exc:
             bad += 1
-            console.print(f"[red]✗ {exc.source}[/red]: {len(exc.problems)} problem(s)")
+            console.print(f"[red]✗ {escape(exc.source)}[/red]: {len(exc.problems)} problem(s)")
             for key, value, fix in exc.problems:
-                console.print(f"    [bold]{key}[/bold] = {value!r}\n      → {fix}")
+                # config text is full of [brackets]: never let rich read it as markup
+                console.print(f"    [bold]{escape(key)}[/bold] = {escape(repr(value))}\n"
+                              f"      → {escape(fix)}")
             continue
         n_m = sum(len(s.meters) for s in cfg.sites)
         console.print(f"[green]✓ {f}[/green]: {len(cfg.sites)} site(s), {n_m} meter rules, "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -159,6 +160,7 @@ class Pipeline:
             for m in s.meters:
                 self.metered[i, ROLE_INDEX[m.role]] = True
         self.fleet = FleetAggregator(cfg, run)
+        self._site_index = {s.id: i for i, s in enumerate(cfg.sites)}
         self._cap = 0
         self._width = 8
         self._alloc_series(64)
@@ -281,7 +283,7 @@ class Pipeline:
         kpi_rows = self._close_sites(a, quality, final)
         out = Output()
         out.kpi = kpi_rows
-        out.fleet = self.fleet.flush(final)
+        out.fleet = self.fleet.flush(final, self._site_passed)
         if self.dispatcher is not None and kpi_rows is not None and kpi_rows.height:
             sp, q = self.dispatcher.on_kpi(kpi_rows)
             out.setpoint = sp
@@ -290,6 +292,24 @@ class Pipeline:
         quality = [q for q in quality if q is not None and q.height]
         out.quality = pl.concat(quality, how="diagonal_relaxed") if quality else None
         return out
+
+    def _site_passed(self, site_id: str, window: str, key_ns: int) -> bool:
+        """Has a site moved past the fleet window keyed ``key_ns`` (no more rows for it)?
+
+        A site that reports has emitted every window before its ``next_start``; a site that
+        never reported is past a window once its watermark passes the window's end.
+        """
+        i = self._site_index[site_id]
+        tz = self.tz[i]
+        if window == DAY:  # fleet days are keyed by local date (UTC midnight of that date)
+            d = datetime.fromtimestamp(key_ns // 10**9, UTC).date()
+            start = int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()) * 10**9
+        else:
+            start = key_ns
+        if self.started[i]:
+            return self.next_start[i][window] > start
+        wm = int(self.site_wm[i])
+        return wm != NO_TIME and wm >= window_end(window, start, tz)
 
     def _integrate(self, r: Batch, a: dict[str, np.ndarray]) -> list[pl.DataFrame]:
         quality: list[pl.DataFrame] = []

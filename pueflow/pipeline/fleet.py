@@ -7,6 +7,7 @@ day in Texas); shorter windows by their UTC start.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -81,18 +82,32 @@ class FleetAggregator:
                 "scope": [sc] * k, "window": [window] * k, "time": keys, "site": [site.id] * k,
                 **{name: tot[:, j] for j, name in enumerate(self._TOTALS)}}))
 
-    def flush(self, final: bool) -> pl.DataFrame | None:
+    def flush(self, final: bool, passed: Callable[[str, str, int], bool] | None = None
+              ) -> pl.DataFrame | None:
+        """Emit every complete fleet window.
+
+        A window is complete when every member site has contributed it, or (``passed``)
+        has moved past it without data: ``passed(site_id, window, key_ns)`` says so, e.g.
+        for a feed that is silent but whose watermark has moved on. ``final`` emits all.
+        """
         if not self.pending:
             return None
         df = pl.concat(self.pending).sort("scope", "window", "time", "site")
-        size = pl.col("scope").replace_strict(self.scope_size, return_dtype=pl.Int64)
         g = df.group_by("scope", "window", "time", maintain_order=True).agg(
-            pl.len().alias("sites"), *[pl.col(c).sum() for c in self._TOTALS])
-        done = g if final else g.filter(pl.col("sites") >= size)
-        if final or done.height == g.height:
+            pl.len().alias("sites"), pl.col("site"), *[pl.col(c).sum() for c in self._TOTALS])
+        if final:
+            ready = np.ones(g.height, bool)
+        else:
+            ready = np.array([
+                n >= self.scope_size[sc] or (passed is not None and all(
+                    passed(m, w, t) for m in self.scopes[sc].difference(got)))
+                for sc, w, t, n, got in zip(g["scope"], g["window"], g["time"].to_list(),
+                                            g["sites"], g["site"].to_list(), strict=True)], bool)
+        done = g.filter(pl.Series(ready)).drop("site")
+        if ready.all():
             self.pending = []
         else:
-            left = g.filter(pl.col("sites") < size).select("scope", "window", "time")
+            left = g.filter(pl.Series(~ready)).select("scope", "window", "time")
             self.pending = [df.join(left, on=["scope", "window", "time"], how="semi")]
         if done.height == 0:
             return None

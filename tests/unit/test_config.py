@@ -116,3 +116,13 @@ def test_secret_token_comes_from_environment(monkeypatch):
     tok = cfg.sinks[1].token()
     assert tok.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(tok)
+
+
+
+def test_check_config_prints_bracketed_fixes_verbatim(tmp_path, capsys):
+    text = (ROOT / "config" / "tetouan-7.5mw.toml").read_text()
+    head = text[: text.index("[[sites.meters]]")]
+    bad = tmp_path / "nometers.toml"
+    bad.write_text(head)
+    assert main(["check-config", str(bad)]) == 2
+    assert "add [[sites.meters]] rules" in capsys.readouterr().out

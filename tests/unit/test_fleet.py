@@ -182,13 +182,6 @@ def test_aggregator_waits_for_every_site_of_a_scope_until_final():
     assert out["time"].to_list() == [datetime(2026, 7, 1, tzinfo=UTC)] * 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (fleet/core): FleetAggregator emits a scope's row only once every member site has "
-    "reported that window; a site that never sends data (collector down since start, site "
-    "not commissioned yet) holds every 'fleet' row back until finalize() - which consume "
-    "mode never calls - while FleetAggregator.pending grows one row per window. Moving the "
-    "silent site's watermark past the windows (what the quiet-feed rule does) does not "
-    "release them, because _close_sites skips sites that have not started."))
 def test_a_silent_site_does_not_hold_fleet_rows_back_forever():
     cfg = parse_config({"pipeline": {"windows": ["1m", "1h"], "grace": "0s"},
                         "sites": [_site("a", "MA"), _site("b", "ES")]})
