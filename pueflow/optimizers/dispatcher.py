@@ -1,0 +1,323 @@
+"""The bridge from the streaming core to dispatch: closed KPI windows in, setpoints out.
+
+:class:`Dispatcher` keeps each dispatched site's recent history (from the KPI rows of its
+input window), and each time event time crosses a re-dispatch boundary it forecasts,
+plans and publishes the setpoints that take effect until the next boundary. It is driven
+by the rows' event time only, never by the wall clock, so a replay publishes the same
+setpoints however its input was cut into batches.
+
+Setpoint rows (``rows.TAGS["setpoint"]``): asset ``site`` carries ``battery_kw``,
+``grid_import_kw``, ``flex_it_cap_kw`` and ``plan_cost``; asset ``cooling.<loop>`` carries
+``cooling_supply_c``; asset ``job.<name>`` carries that job's ``flex_it_cap_kw``. Fields an
+asset does not have are null. Quality rows report clipped setpoints (``setpoint_clipped``)
+and every plan that is not the LP's own optimum over the measured state
+(``dispatch_fallback``: rule fallback, relaxed state, work that cannot meet its deadline).
+
+Policy ``"oracle"`` needs the whole period: it only collects history from the rows and
+publishes everything when :meth:`finish` is called at the end of a replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pueflow.config import parse_duration_ns
+from pueflow.exceptions import OptimizerError
+from pueflow.optimizers.assets import SiteModel, site_model
+from pueflow.optimizers.forecast import Forecast, Forecaster, Recent, forecaster_for
+from pueflow.optimizers.horizon import DispatchState, Problem, job_occurrence, make_problem
+from pueflow.optimizers.plan import Plan
+from pueflow.optimizers.policy import POLICIES, SiteDispatch
+from pueflow.optimizers.rule import rule_plan
+from pueflow.optimizers.safety import Setpoints, clip_setpoints
+from pueflow.optimizers.tariff import calendar, signals
+from pueflow.pipeline import rows as rw
+
+SETPOINT_FIELDS = ("battery_kw", "grid_import_kw", "flex_it_cap_kw", "cooling_supply_c", "plan_cost")
+_QUALITY_SCHEMA = {"time": rw.TIME_DTYPE, "site": pl.Utf8, "kind": pl.Utf8, "device": pl.Utf8,
+                   "point": pl.Utf8, "run": pl.Utf8, "count": pl.Int64, "value": pl.Float64,
+                   "detail": pl.Utf8}
+_SETPOINT_SCHEMA = {"time": rw.TIME_DTYPE, "site": pl.Utf8, "asset": pl.Utf8, "run": pl.Utf8,
+                    **{f: pl.Float64 for f in SETPOINT_FIELDS}}
+
+
+@dataclass
+class _Site:
+    model: SiteModel
+    engine: SiteDispatch
+    forecaster: Forecaster
+    window: str
+    window_ns: int
+    state: DispatchState
+    hist: dict[int, tuple[float, ...]] = field(default_factory=dict)  # window start -> values
+    latest_end: int = -1
+    next_ns: int | None = None
+    published: dict[int, np.ndarray] = field(default_factory=dict)  # step time -> job caps
+    measured_peak: dict[int, float] = field(default_factory=dict)  # billing period -> import kW
+    reported: dict[tuple[str, int], float] = field(default_factory=dict)  # (job, window) -> unmet h
+    peak_upto: int = -(2**62)  # windows starting before this are folded into measured_peak
+
+
+def empty_setpoints() -> pl.DataFrame:
+    return pl.DataFrame(schema=_SETPOINT_SCHEMA)
+
+
+def empty_quality() -> pl.DataFrame:
+    return pl.DataFrame(schema=_QUALITY_SCHEMA)
+
+
+class Dispatcher:
+    """Publish setpoints for every site of ``cfg`` that has a ``[sites.dispatch]`` section.
+
+    Parameters
+    ----------
+    cfg : pueflow.config.Config
+    policy : ``"mpc"`` (LP with rule fallback), ``"rule"``, ``"oracle"`` (see :meth:`finish`),
+        or None for ``"mpc"``
+    forecasters : optional per-site :class:`Forecaster` replacing the configured one
+    """
+
+    def __init__(self, cfg: Any, policy: str | None = "mpc", *,
+                 forecasters: dict[str, Forecaster] | None = None) -> None:
+        policy = policy or "mpc"
+        if policy not in POLICIES:
+            msg = f"dispatch policy {policy!r} is unknown; use one of {POLICIES}"
+            raise OptimizerError(msg)
+        self.policy = policy
+        self.sites: dict[str, _Site] = {}
+        windows = {w: parse_duration_ns(w) for w in cfg.pipeline.windows}
+        for s in cfg.sites:
+            if s.dispatch is None:
+                continue
+            m = site_model(s)
+            w = m.spec.input_window if m.spec.input_window in windows else min(windows, key=windows.get)
+            fc = (forecasters or {}).get(s.id) or forecaster_for(m)
+            self.sites[s.id] = _Site(m, SiteDispatch(m), fc, w, windows[w], DispatchState.initial(m))
+        self.run = ""
+
+    # ------------------------------------------------------------------ streaming entry
+    def on_kpi(self, kpi_rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Take closed KPI windows; return (setpoint rows, quality rows) for the boundaries crossed."""
+        sp: list[dict[str, Any]] = []
+        q: list[dict[str, Any]] = []
+        if kpi_rows is None or not kpi_rows.height or not self.sites:
+            return empty_setpoints(), empty_quality()
+        if "run" in kpi_rows.columns and kpi_rows.height:
+            self.run = str(kpi_rows["run"][0] or "")
+        for sid, site in self.sites.items():
+            rows = kpi_rows.filter((pl.col("site") == sid) & (pl.col("window") == site.window))
+            if not rows.height:
+                continue
+            self._ingest(site, rows)
+            if self.policy == "oracle":
+                continue
+            if site.next_ns is None:
+                red = site.model.redispatch_steps * site.model.step_ns
+                first_end = int(rows["time"].cast(pl.Int64).min()) + site.window_ns
+                site.next_ns = -(-first_end // red) * red
+            red = site.model.redispatch_steps * site.model.step_ns
+            while site.next_ns <= site.latest_end:
+                self._dispatch(sid, site, site.next_ns, sp, q)
+                site.next_ns += red
+        return _frame(sp, _SETPOINT_SCHEMA), _frame(q, _QUALITY_SCHEMA)
+
+    def finish(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Oracle policy: solve each site's whole collected period once and publish it all."""
+        sp: list[dict[str, Any]] = []
+        q: list[dict[str, Any]] = []
+        if self.policy != "oracle":
+            return empty_setpoints(), empty_quality()
+        for sid, site in self.sites.items():
+            if not site.hist:
+                continue
+            m = site.model
+            t, vals = self._series(site, min(site.hist), site.latest_end)
+            t0 = int(t[0])
+            n = len(t)
+            truth = Forecast(*(np.nan_to_num(vals[k], nan=np.nanmean(vals[k]) if np.isfinite(vals[k]).any() else 0.0)
+                               for k in range(4)))
+            p, plan = site.engine.oracle(t0, truth, DispatchState.initial(m), end_ns=t0 + n * m.step_ns)
+            self._publish(sid, site, plan, p, n, sp, q)
+        return _frame(sp, _SETPOINT_SCHEMA), _frame(q, _QUALITY_SCHEMA)
+
+    # ------------------------------------------------------------------ internals
+    def _ingest(self, site: _Site, rows: pl.DataFrame) -> None:
+        hours = site.window_ns / 3.6e12
+        t = rows["time"].cast(pl.Int64).to_numpy()
+
+        def col(name: str, per_hour: bool = True) -> np.ndarray:
+            if name not in rows.columns:
+                return np.full(len(t), np.nan)
+            v = rows[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            return v / hours if per_hour else v
+
+        pv, wind, it = col("pv_kwh"), col("wind_kwh"), col("it_kwh")
+        grid, amb, soc = col("grid_import_kwh"), col("ambient_temp_c", False), col("battery_soc", False)
+        sig = signals(site.model, t)
+        for i, ti in enumerate(t.tolist()):
+            # the import counts towards the billed peak only in demand-charged windows
+            site.hist[ti] = (pv[i], wind[i], it[i], amb[i], grid[i], soc[i],
+                             float(sig.bill_id[i]) if sig.demand_mask[i] else np.nan)
+        site.latest_end = max(site.latest_end, int(t.max()) + site.window_ns)
+        keep = site.latest_end - int((site.model.spec.forecast.history_days + 1) * 86400e9)
+        if self.policy != "oracle" and len(site.hist) > 4 * 24 * 60:
+            site.hist = {k: v for k, v in site.hist.items() if k >= keep}
+
+    def _series(self, site: _Site, start: int, end: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """History on the dispatch step grid from ``start`` to ``end`` (firm IT estimated)."""
+        m = site.model
+        step = m.step_ns
+        t = start + step * np.arange(max((end - start) // step, 0), dtype=np.int64)
+        keys = np.array(sorted(site.hist), dtype=np.int64)
+        vals = np.array([site.hist[k][:6] for k in keys.tolist()]).reshape(len(keys), 6)
+        idx = np.searchsorted(keys, t, side="right") - 1
+        ok = (idx >= 0) & (t < keys[np.maximum(idx, 0)] + site.window_ns)
+        out = [np.where(ok, vals[np.maximum(idx, 0), k], np.nan) for k in range(6)]
+        # measured IT includes the flexible jobs: take off what was published for them, or
+        # before anything was, what their daily quotas draw on average over their windows
+        expected = _expected_flex_kw(m, t) if len(t) else np.zeros(0)
+        flex = np.array([site.published[int(x)].sum() if int(x) in site.published else expected[i]
+                         for i, x in enumerate(t)])
+        firm = np.where(np.isfinite(out[2]), np.maximum(out[2] - np.minimum(flex, out[2]), 0.0), np.nan)
+        return t, [out[0], out[1], firm, out[3], out[4], out[5]]
+
+    def _update_state(self, site: _Site, t0: int) -> None:
+        """Correct the carried state with what was measured before ``t0``: SoC, billed peak.
+
+        Only windows that ended by ``t0`` count, so rows of later windows arriving in the
+        same batch (a replay) change nothing: the result does not depend on batching.
+        """
+        m, st = site.model, site.state
+        keys = sorted(k for k in site.hist if site.peak_upto <= k <= t0 - site.window_ns)
+        for k in keys:
+            g, bill = site.hist[k][4], site.hist[k][6]
+            if np.isfinite(g) and np.isfinite(bill):
+                site.measured_peak[int(bill)] = max(site.measured_peak.get(int(bill), 0.0), g)
+        if keys:
+            site.peak_upto = keys[-1] + 1
+        done = [k for k in site.hist if k <= t0 - site.window_ns]
+        b = m.battery
+        if done and b is not None:
+            soc = site.hist[max(done)][5]
+            if np.isfinite(soc):
+                st.soc_kwh = float(soc) / 100.0 * b.energy_kwh
+        if st.bill_id in site.measured_peak:
+            st.peak_kw = max(st.peak_kw, site.measured_peak[st.bill_id])
+
+    def _dispatch(self, sid: str, site: _Site, t0: int, sp: list, q: list) -> None:
+        m = site.model
+        n = m.horizon_steps
+        start = t0 - int(m.spec.forecast.history_days * 86400e9)
+        start -= start % m.step_ns
+        t_hist, vals = self._series(site, max(start, min(site.hist)), t0)
+        recent = Recent(t_hist, vals[0], vals[1], vals[2], vals[3], m.step_ns)
+        self._update_state(site, t0)
+        times = t0 + m.step_ns * np.arange(n, dtype=np.int64)
+        try:
+            fc = site.forecaster.forecast(times, recent)
+            p = make_problem(m, t0, n, fc, site.state)
+        except Exception as exc:  # noqa: BLE001 - a user's forecaster must not stop the stream
+            q.append(self._q(t0, sid, "dispatch_fallback", "forecast", "error", np.nan,
+                             f"no plan could be prepared: {type(exc).__name__}: {exc}"))
+            return
+        plan = site.engine.plan(p, self.policy) if self.policy == "mpc" else rule_plan(m, p)
+        self._publish(sid, site, plan, p, min(m.redispatch_steps, n), sp, q)
+
+    def _publish(self, sid: str, site: _Site, plan: Plan, p: Problem, steps: int, sp: list, q: list) -> None:
+        m, st = site.model, site.state
+        t0 = p.t0_ns
+        if plan.source != "lp" and self.policy == "mpc":
+            q.append(self._q(t0, sid, "dispatch_fallback", "lp", plan.status, plan.solve_s, plan.reason))
+        for asset, value, detail in plan.notes:
+            q.append(self._q(t0, sid, "dispatch_fallback", asset, "state", value, detail))
+        for j, job in enumerate(m.jobs):
+            due = float(plan.unmet_deadline_h[j])
+            key = (job.name, int(p.job_occ[j, 0]))
+            if due > 1e-3 and due > site.reported.get(key, 0.0) + 1e-2:
+                if len(site.reported) > 1000:
+                    site.reported.clear()
+                site.reported[key] = due
+                q.append(self._q(t0, sid, "dispatch_fallback", f"job.{job.name}", "unmet_work_h", due,
+                                 "the work cannot all be done by the window's deadline; the shortfall "
+                                 "is penalised, not enforced"))
+        for k in range(steps):
+            tk = t0 + k * m.step_ns
+            req = Setpoints(float(plan.battery_kw[k]), float(plan.grid_import_kw[k]),
+                            plan.job_kw[:, k].copy(), plan.supply_c[:, k].copy())
+            pub, clips = clip_setpoints(m, req, soc_kwh=st.soc_kwh, dt_h=m.step_h, job_on=p.job_on[:, k],
+                                        firm_kw=float(p.firm_kw[k]))
+            for c in clips:
+                q.append(self._q(tk, sid, "setpoint_clipped", c.asset, c.point, c.requested,
+                                 f"published {c.published:.3f}: {c.detail}"))
+            row = {"time": tk, "site": sid, "asset": "site", "run": self.run,
+                   "battery_kw": pub.battery_kw, "grid_import_kw": pub.grid_import_kw,
+                   "flex_it_cap_kw": pub.flex_it_cap_kw, "cooling_supply_c": None,
+                   "plan_cost": float(plan.objective)}
+            sp.append(row)
+            for c, lp in enumerate(m.loops):
+                sp.append({"time": tk, "site": sid, "asset": f"cooling.{lp.name}", "run": self.run,
+                           "cooling_supply_c": float(pub.supply_c[c])})
+            for j, job in enumerate(m.jobs):
+                sp.append({"time": tk, "site": sid, "asset": f"job.{job.name}", "run": self.run,
+                           "flex_it_cap_kw": float(pub.job_kw[j])})
+            self._advance(site, p, k, pub)
+            site.published[tk] = pub.job_kw.copy()
+        cutoff = t0 - int((m.spec.forecast.history_days + 1) * 86400e9)
+        if len(site.published) > 4 * 24 * 60:
+            site.published = {k: v for k, v in site.published.items() if k >= cutoff}
+
+    def _advance(self, site: _Site, p: Problem, k: int, pub: Setpoints) -> None:
+        """Carry the state through step ``k`` as if the published setpoints were followed."""
+        m, st = site.model, site.state
+        dt = m.step_h
+        b = m.battery
+        if b is not None:
+            keep = 1.0 - b.self_discharge_per_h * dt
+            x = pub.battery_kw
+            st.soc_kwh = st.soc_kwh * keep + (b.eta_charge * dt * x if x >= 0 else dt * x / b.eta_discharge)
+        for j, job in enumerate(m.jobs):
+            occ = int(p.job_occ[j, k])
+            if occ < 0:
+                st.job_kw[j] = 0.0
+                continue
+            if occ != st.job_occ[j]:
+                st.job_occ[j] = occ
+                st.job_done_h[j] = 0.0
+            st.job_done_h[j] += float(job.rate(pub.job_kw[j])) * dt
+            st.job_kw[j] = pub.job_kw[j]
+        st.supply_c = pub.supply_c.copy()
+        bill = int(p.sig.bill_id[k])
+        if bill != st.bill_id:
+            st.bill_id, st.peak_kw = bill, site.measured_peak.get(bill, 0.0)
+        if p.sig.demand_mask[k]:
+            st.peak_kw = max(st.peak_kw, pub.grid_import_kw)
+
+    def _q(self, t: int, sid: str, kind: str, device: str, point: str, value: float, detail: str) -> dict:
+        return {"time": t, "site": sid, "kind": kind, "device": device, "point": point, "run": self.run,
+                "count": 1, "value": float(value) if value is not None else None, "detail": detail}
+
+
+def _expected_flex_kw(m: SiteModel, t: np.ndarray) -> np.ndarray:
+    """Average power of the jobs' daily work spread over their windows, at times ``t``."""
+    out = np.zeros(len(t))
+    if not m.jobs:
+        return out
+    cal = calendar(t, m.timezone)
+    for job in m.jobs:
+        window_h = (job.end_h - job.start_h) % 24.0 or 24.0
+        on = job_occurrence(cal.hour, cal.day, job.start_h, job.end_h) >= 0
+        out += np.where(on, max(min(job.work_h / window_h, 1.0) * job.max_kw, job.idle_kw), 0.0)
+    return out
+
+
+def _frame(rows: list[dict[str, Any]], schema: dict[str, Any]) -> pl.DataFrame:
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    cols = {k: [r.get(k) for r in rows] for k in schema}
+    cols["time"] = np.array(cols["time"], dtype=np.int64)
+    df = pl.DataFrame(cols, schema_overrides={k: v for k, v in schema.items() if k != "time"})
+    return df.with_columns(pl.col("time").cast(rw.TIME_DTYPE))

@@ -1,0 +1,87 @@
+"""Policies: the LP with its rule fallback (MPC), the rule alone, and the perfect-foresight oracle.
+
+:class:`SiteDispatch` holds one site's LP structures (one per horizon length, built once)
+and turns a :class:`~pueflow.optimizers.horizon.Problem` into a
+:class:`~pueflow.optimizers.plan.Plan`. A plan is always returned: when the LP is
+infeasible, runs out of time or fails in any way, the rule's plan is returned with the
+reason in ``Plan.reason``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pueflow.optimizers.assets import SiteModel
+from pueflow.optimizers.forecast import Forecast
+from pueflow.optimizers.horizon import DispatchState, Problem, make_problem
+from pueflow.optimizers.lp import SiteLP
+from pueflow.optimizers.plan import Plan, from_lp
+from pueflow.optimizers.rule import rule_plan
+from pueflow.optimizers.solve import solve
+
+POLICIES = ("mpc", "rule", "oracle")
+#: The oracle solves one large LP; it gets at least this long.
+ORACLE_TIME_LIMIT_S = 120.0
+
+
+class SiteDispatch:
+    """One site's dispatch engine (LP structures cached per horizon length)."""
+
+    def __init__(self, model: SiteModel, backend: str | None = None) -> None:
+        self.model = model
+        self.backend = backend or model.spec.solver
+        self._lps: dict[int, SiteLP] = {}
+
+    def reset(self) -> None:
+        """Forget warm-start bases, so the next solves do not depend on earlier runs."""
+        for lp in self._lps.values():
+            lp.last_basis = None
+
+    def lp(self, n: int) -> SiteLP:
+        """The LP structure for ``n`` steps, built on first use."""
+        lp = self._lps.get(n)
+        if lp is None:
+            lp = self._lps[n] = SiteLP(self.model, n)
+        return lp
+
+    def solve_lp(self, p: Problem, time_limit_s: float | None = None) -> Plan:
+        """The LP's plan for ``p``, or the rule's with the reason the LP could not be used."""
+        limit = self.model.spec.time_limit_s if time_limit_s is None else time_limit_s
+        try:
+            lp = self.lp(p.n)
+            res = solve(lp, lp.assemble(p), limit, self.backend)
+        except (ValueError, IndexError, FloatingPointError, MemoryError) as exc:
+            return _fallback(self.model, p, "error", f"LP failed: {type(exc).__name__}: {exc}")
+        if not res.success:
+            reason = {"time_limit": f"LP exceeded its {limit:g} s budget",
+                      "infeasible": "LP infeasible: the limits cannot all be met (check grid limit, "
+                                    "chip limit and supply band against the load)",
+                      }.get(res.status, f"LP {res.status}: {res.message}")
+            return _fallback(self.model, p, res.status, reason)
+        plan = from_lp(lp, p, res)
+        if not np.all(np.isfinite(plan.battery_kw)):
+            return _fallback(self.model, p, "error", "LP returned a non-finite solution")
+        return plan
+
+    def plan(self, p: Problem, policy: str = "mpc") -> Plan:
+        if policy == "rule":
+            return rule_plan(self.model, p)
+        return self.solve_lp(p)
+
+    def oracle(self, t0_ns: int, truth: Forecast, state: DispatchState | None = None,
+               **kw) -> tuple[Problem, Plan]:
+        """Perfect-foresight plan over all of ``truth``: one LP over the whole period.
+
+        ``kw`` go to :func:`make_problem` (``sig``, ``cal``, ``end_ns``).
+        """
+        n = len(truth.pv_kw)
+        state = state or DispatchState.initial(self.model)
+        p = make_problem(self.model, t0_ns, n, truth, state, **kw)
+        return p, self.solve_lp(p, time_limit_s=max(self.model.spec.time_limit_s, ORACLE_TIME_LIMIT_S))
+
+
+def _fallback(model: SiteModel, p: Problem, status: str, reason: str) -> Plan:
+    """The rule's plan standing in for the LP's; ``status`` keeps the LP's outcome."""
+    plan = rule_plan(model, p, reason=reason)
+    plan.status = status
+    return plan
