@@ -262,7 +262,17 @@ class Pipeline:
         for i in range(len(self.cfg.sites)):
             if self.site_max_t[i] != NO_TIME:
                 self.site_wm[i] = max(self.site_wm[i], self.site_max_t[i] + 1)
-        return self._advance([], final=True)
+        out = self._advance([], final=True)
+        finish = getattr(self.dispatcher, "finish", None)
+        if finish is not None:  # e.g. the perfect-foresight oracle plans the whole period now
+            sp, q = finish()
+            if sp is not None and sp.height:
+                out.setpoint = sp if out.setpoint is None else pl.concat(
+                    [out.setpoint, sp], how="diagonal_relaxed")
+            if q is not None and q.height:
+                out.quality = q if out.quality is None else pl.concat(
+                    [out.quality, q], how="diagonal_relaxed")
+        return out
 
     # ------------------------------------------------------------------ internals
     def _advance(self, quality: list[pl.DataFrame], final: bool) -> Output:
