@@ -73,12 +73,15 @@ def _before(x, y):
 
 
 @njit
-def sort_dedup(series, time_ns, value, n_series):
-    """Order readings by (series, time) and drop duplicate (series, time) readings.
+def sort_dedup_arrays(series, time_ns, value, n_series):
+    """Order readings by (series, time), drop duplicate (series, time) readings.
 
-    Among duplicates the smallest value is kept, so the choice does not depend on arrival
-    order. Returns ``(order, dup)``: ``order`` indexes the kept readings in sorted order;
-    ``dup`` indexes the dropped duplicates.
+    One counting-sort pass scatters the readings into contiguous per-series runs, so the
+    order check and the dedup read memory sequentially. Among duplicates the smallest value
+    is kept (NaN last), so the choice does not depend on arrival order.
+
+    Returns ``(kept, dup, s, t, v)``: ``kept`` and ``dup`` index the input (kept readings in
+    sorted order, dropped duplicates); ``s``, ``t``, ``v`` are the kept readings, sorted.
     """
     n = series.shape[0]
     counts = np.zeros(n_series + 1, np.int64)
@@ -87,47 +90,58 @@ def sort_dedup(series, time_ns, value, n_series):
     for k in range(n_series):
         counts[k + 1] += counts[k]
     order = np.empty(n, np.int64)
+    t = np.empty(n, np.int64)
+    v = np.empty(n, np.float64)
     pos = counts[:-1].copy()
     for i in range(n):
-        s = series[i]
-        order[pos[s]] = i
-        pos[s] += 1
-    # within each series, sort by (time, value) unless already sorted
+        p = pos[series[i]]
+        order[p] = i
+        t[p] = time_ns[i]
+        v[p] = value[i]
+        pos[series[i]] = p + 1
+    # within each series, sort by (time, value) unless already sorted (the usual case)
     for k in range(n_series):
         lo = counts[k]
         hi = counts[k + 1]
         ok = True
         for j in range(lo + 1, hi):
-            a = order[j - 1]
-            b = order[j]
-            if time_ns[b] < time_ns[a] or (time_ns[b] == time_ns[a] and _before(value[b], value[a])):
+            if t[j] < t[j - 1] or (t[j] == t[j - 1] and _before(v[j], v[j - 1])):
                 ok = False
                 break
         if not ok:
-            seg = order[lo:hi].copy()
-            # lexicographic (time, value) via a stable sort on value then on time
-            seg = seg[np.argsort(value[seg], kind="mergesort")]
-            seg = seg[np.argsort(time_ns[seg], kind="mergesort")]
-            order[lo:hi] = seg
-    keep = np.ones(n, np.bool_)
+            perm = np.argsort(v[lo:hi], kind="mergesort")
+            perm = perm[np.argsort(t[lo:hi][perm], kind="mergesort")]
+            order[lo:hi] = order[lo:hi][perm]
+            t[lo:hi] = t[lo:hi][perm]
+            v[lo:hi] = v[lo:hi][perm]
+    # dedup in place: a reading equal in (series, time) to the one before it is dropped
     n_dup = 0
-    for j in range(1, n):
-        a = order[j - 1]
-        b = order[j]
-        if series[a] == series[b] and time_ns[a] == time_ns[b]:
-            keep[j] = False
-            n_dup += 1
+    for k in range(n_series):
+        for j in range(counts[k] + 1, counts[k + 1]):
+            if t[j] == t[j - 1]:
+                n_dup += 1
     kept = np.empty(n - n_dup, np.int64)
     dup = np.empty(n_dup, np.int64)
-    ik = 0
-    idp = 0
-    for j in range(n):
-        if keep[j]:
-            kept[ik] = order[j]
-            ik += 1
-        else:
-            dup[idp] = order[j]
-            idp += 1
+    s_out = np.empty(n - n_dup, np.int32)
+    w = 0
+    d = 0
+    for k in range(n_series):
+        for j in range(counts[k], counts[k + 1]):
+            if j > counts[k] and t[j] == t[j - 1]:
+                dup[d] = order[j]
+                d += 1
+                continue
+            kept[w] = order[j]
+            s_out[w] = k
+            t[w] = t[j]
+            v[w] = v[j]
+            w += 1
+    return kept, dup, s_out, t[:w], v[:w]
+
+
+def sort_dedup(series, time_ns, value, n_series):
+    """``(kept, dup)`` of :func:`sort_dedup_arrays` (indices into the input)."""
+    kept, dup, _, _, _ = sort_dedup_arrays(series, time_ns, value, n_series)
     return kept, dup
 
 
@@ -163,3 +177,27 @@ def site_span(site, time_ns, n_sites):
         if t > hi[s]:
             hi[s] = t
     return lo, hi
+
+
+@njit
+def out_of_order_series(series, time_ns, n_series, first_t):
+    """Per series: True if its readings are not strictly increasing in arrival order.
+
+    Readings of the other series need no sorting and contain no duplicate, and integrating
+    them in arrival order accumulates each series exactly as the sorted path would. Also
+    writes each series' earliest time into ``first_t`` (``NO_TIME`` if none).
+    """
+    none = np.iinfo(np.int64).min
+    last = np.full(n_series, none, np.int64)
+    bad = np.zeros(n_series, np.bool_)
+    for i in range(series.shape[0]):
+        s = series[i]
+        t = time_ns[i]
+        if last[s] == none:
+            first_t[s] = t
+        elif t <= last[s]:
+            bad[s] = True
+            if t < first_t[s]:
+                first_t[s] = t
+        last[s] = max(last[s], t)
+    return bad
