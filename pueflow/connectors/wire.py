@@ -572,31 +572,41 @@ def _escaped(col: str, escape: Callable[[str], str]) -> pl.Expr:
                                    return_dtype=pl.String), return_dtype=pl.String)
 
 
+def _runs(df: pl.DataFrame) -> pl.Expr:
+    """Run number of consecutive rows sharing (time, site, device): a snapshot is a run, so
+    encoding never reorders readings (a late reading stays late on the wire)."""
+    changed = pl.lit(False)
+    for c in _GROUP:
+        changed = changed | (pl.col(c) != pl.col(c).shift()).fill_null(True)
+    return changed.cum_sum()
+
+
 def _snapshots(df: pl.DataFrame, field: pl.Expr) -> pl.DataFrame | None:
-    """One row per (time, site, device) in time order with its fields joined by commas,
-    or None when a snapshot repeats a point (then the Python path keeps the duplicate)."""
-    g = (df.with_columns(field.alias("f"))
-         .group_by(_GROUP, maintain_order=True)
-         .agg(pl.col("f").str.join(","), pl.len().alias("n"), pl.col("point").n_unique().alias("u"))
-         .sort("t", maintain_order=True))
+    """One row per run of (time, site, device) in arrival order with its fields joined by
+    commas, or None when a snapshot repeats a point (then the Python path keeps it)."""
+    g = (df.with_columns(field.alias("f"), _runs(df).alias("_run"))
+         .group_by("_run", maintain_order=True)
+         .agg(*[pl.col(c).first() for c in _GROUP], pl.col("f").str.join(","),
+              pl.len().alias("n"), pl.col("point").n_unique().alias("u")))
     return None if (g["n"] != g["u"]).any() else g
 
 
 def _metric_groups(df: pl.DataFrame):
-    """(time_ns, site, device, fields) per snapshot; a repeated point starts a new metric."""
-    df = df.sort("t", maintain_order=True)
+    """(time_ns, site, device, fields) per snapshot in arrival order; a repeated point or a
+    change of (time, site, device) starts a new metric."""
     t, sites, devs = df["t"].to_list(), df["site"].to_list(), df["device"].to_list()
     points, values = df["point"].to_list(), df["value"].to_list()
-    open_: dict[tuple[int, str, str], list[dict[str, float]]] = {}
+    key = None
+    fields: dict[str, float] = {}
     for k in range(len(t)):
-        key = (t[k], sites[k], devs[k])
-        metrics = open_.setdefault(key, [{}])
-        if points[k] in metrics[-1]:
-            metrics.append({})
-        metrics[-1][points[k]] = values[k]
-    for (tk, site, dev), metrics in open_.items():
-        for fields in metrics:
-            yield tk, site, dev, fields
+        nk = (t[k], sites[k], devs[k])
+        if nk != key or points[k] in fields:
+            if key is not None:
+                yield (*key, fields)
+            key, fields = nk, {}
+        fields[points[k]] = values[k]
+    if key is not None:
+        yield (*key, fields)
 
 
 def _timestamp(mult: int) -> pl.Expr:
