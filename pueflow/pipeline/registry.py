@@ -7,6 +7,9 @@ arrays indexed by series id so numba can read them.
 
 from __future__ import annotations
 
+import fnmatch
+import re
+
 import numpy as np
 
 from pueflow.config import ROLE_INDEX, SIGNED_ROLES, Config
@@ -32,6 +35,10 @@ class Registry:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.site_ids = [s.id for s in cfg.sites]
+        # globs compiled once: a new series is matched in microseconds, not by fnmatch
+        self._rules = [[(re.compile(fnmatch.translate(r.device)).match,
+                         re.compile(fnmatch.translate(r.point)).match, r) for r in s.meters]
+                       for s in cfg.sites]
         self._site_index = {sid: i for i, sid in enumerate(self.site_ids)}
         self.keys: list[tuple[str, str, str]] = []
         self._ids: dict[tuple[str, str, str], int] = {}
@@ -70,7 +77,7 @@ class Registry:
         if si is not None:
             site_cfg = self.cfg.sites[si]
             self.site[sid] = si
-            rule = site_cfg.rule_for(device, point)
+            rule = next((r for dev, pt, r in self._rules[si] if dev(device) and pt(point)), None)
             if rule is not None:
                 self.role[sid] = ROLE_INDEX[rule.role]
                 self.kind[sid] = _KIND[rule.kind]
