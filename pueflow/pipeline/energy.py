@@ -125,58 +125,107 @@ def integrate(time_ns, series, value, kind, register_max, jitter, max_gap_ns, ma
         Number of events written.
     """
     n_ev = 0
-    for i in range(time_ns.shape[0]):
+    n = time_ns.shape[0]
+    i = 0
+    while i < n:
         s = series[i]
-        t = time_ns[i]
-        v = value[i]
-        k = kind[s]
+        j = i + 1
+        while j < n and series[j] == s:
+            j += 1
+        # readings i..j-1 belong to series s (a long run when sorted, often 1 in arrival order)
         b0 = b0_of_site[site_of[s]]
-        if k == KIND_SENSOR:
-            slot = _floordiv(t, base_ns) - b0
-            acc_sum[s, slot] += v
-            acc_n[s, slot] += 1
-            last_t[s] = t
-            last_v[s] = v
-            continue
+        k = kind[s]
+        if k == KIND_POWER:
+            n_ev = _power_run(time_ns, value, i, j, s, b0, base_ns, max_gap_ns[s], last_t,
+                              last_v, acc_e, acc_cov, ev_idx, ev_code, ev_val, n_ev)
+        elif k == KIND_SENSOR:
+            for q in range(i, j):
+                slot = time_ns[q] // base_ns - b0
+                acc_sum[s, slot] += value[q]
+                acc_n[s, slot] += 1
+            last_t[s] = time_ns[j - 1]
+            last_v[s] = value[j - 1]
+        else:
+            n_ev = _register_run(time_ns, value, i, j, s, b0, base_ns, register_max[s],
+                                 jitter[s], max_gap_ns[s], max_kw[s], last_t, last_v,
+                                 spike_run, acc_e, acc_cov, ev_idx, ev_code, ev_val, n_ev)
+        i = j
+    return n_ev
+
+
+@njit
+def _power_run(time_ns, value, i, j, s, b0, base_ns, gap, last_t, last_v, acc_e, acc_cov,
+               ev_idx, ev_code, ev_val, n_ev):
+    """Trapezoid of one series' run of power readings, state kept in locals."""
+    lt = last_t[s]
+    lv = last_v[s]
+    q = i
+    if lt == NO_TIME:
+        lt = time_ns[q]
+        lv = value[q]
+        q += 1
+    b = lt // base_ns
+    be = (b + 1) * base_ns  # end of the bucket holding lt
+    while q < j:
+        t = time_ns[q]
+        v = value[q]
+        dt = t - lt
+        if dt <= gap:
+            if t <= be:  # (t - 1) is in lt's bucket: the usual case
+                acc_e[s, b - b0] += (lv + v) * 0.5 * (dt / NS_PER_HOUR)
+                acc_cov[s, b - b0] += dt
+            else:
+                _spread_linear(acc_e, acc_cov, s, b0, base_ns, lt, lv, t, v)
+        else:
+            ev_idx[n_ev] = q
+            ev_code[n_ev] = EV_GAP
+            ev_val[n_ev] = dt / 1e9
+            n_ev += 1
+        lt = t
+        lv = v
+        if t >= be:
+            b = t // base_ns
+            be = (b + 1) * base_ns
+        q += 1
+    last_t[s] = lt
+    last_v[s] = lv
+    return n_ev
+
+
+@njit
+def _register_run(time_ns, value, i, j, s, b0, base_ns, reg_max, jit, gap, kw_max,
+                  last_t, last_v, spike_run, acc_e, acc_cov, ev_idx, ev_code, ev_val, n_ev):
+    """Deltas of one series' run of register readings (see the module rules)."""
+    for q in range(i, j):
+        t = time_ns[q]
+        v = value[q]
         t0 = last_t[s]
         if t0 == NO_TIME:
             last_t[s] = t
             last_v[s] = v
             continue
         dt = t - t0
-        if k == KIND_POWER:
-            if dt <= max_gap_ns[s]:
-                _spread_linear(acc_e, acc_cov, s, b0, base_ns, t0, last_v[s], t, v)
-            else:
-                ev_idx[n_ev] = i
-                ev_code[n_ev] = EV_GAP
-                ev_val[n_ev] = dt / 1e9
-                n_ev += 1
-            last_t[s] = t
-            last_v[s] = v
-            continue
-        # register
         prev = last_v[s]
         delta = v - prev
         code = 0
         if delta < 0.0:
-            if -delta <= jitter[s]:
+            if -delta <= jit:
                 delta = 0.0
                 v = prev  # keep the max-so-far
-            elif prev >= ROLLOVER_ZONE * register_max[s]:
-                delta = register_max[s] - prev + v
+            elif prev >= ROLLOVER_ZONE * reg_max:
+                delta = reg_max - prev + v
                 code = EV_ROLLOVER
             else:
                 delta = v
                 code = EV_RESET
-        if delta > max_kw[s] * (dt / NS_PER_HOUR):
+        if delta > kw_max * (dt / NS_PER_HOUR):
             spike_run[s] += 1
-            ev_idx[n_ev] = i
+            ev_idx[n_ev] = q
             if spike_run[s] >= SPIKES_BEFORE_REBASE:
                 ev_code[n_ev] = EV_REBASE
                 spike_run[s] = 0
                 last_t[s] = t
-                last_v[s] = value[i]
+                last_v[s] = value[q]
             else:
                 ev_code[n_ev] = EV_SPIKE
             ev_val[n_ev] = delta
@@ -184,17 +233,21 @@ def integrate(time_ns, series, value, kind, register_max, jitter, max_gap_ns, ma
             continue
         spike_run[s] = 0
         if code != 0:
-            ev_idx[n_ev] = i
+            ev_idx[n_ev] = q
             ev_code[n_ev] = code
             ev_val[n_ev] = delta
             n_ev += 1
-        if dt <= max_gap_ns[s]:
-            _spread_uniform(acc_e, acc_cov, s, b0, base_ns, t0, t, delta, True)
+        if dt <= gap:
+            b = t0 // base_ns
+            if (t - 1) // base_ns == b:
+                acc_e[s, b - b0] += delta
+                acc_cov[s, b - b0] += dt
+            else:
+                _spread_uniform(acc_e, acc_cov, s, b0, base_ns, t0, t, delta, True)
         else:
             # booked in the bucket holding the later reading: it is still open
-            slot = _floordiv(t, base_ns) - b0
-            acc_e[s, slot] += delta
-            ev_idx[n_ev] = i
+            acc_e[s, t // base_ns - b0] += delta
+            ev_idx[n_ev] = q
             ev_code[n_ev] = EV_GAP
             ev_val[n_ev] = dt / 1e9
             n_ev += 1
