@@ -22,6 +22,7 @@ cannot declare data late.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from pueflow.config import Config, parse_duration_ns
 from pueflow.connectors import kafka as kc
 from pueflow.connectors.ops import Health, ServiceMetrics, serve
 from pueflow.exceptions import PueflowError, SinkBackpressure, SinkError, StateError
+from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.core import NO_TIME, Output, Pipeline
 
 if TYPE_CHECKING:
@@ -87,16 +89,26 @@ class ConsumeService:
         Bound on the final checkpoint at shutdown and on the checkpoint at revoke [s].
     max_message_bytes : int
         Larger records go to the dead-letter topic undecoded.
+    dispatch : {"mpc", "rule"}, optional
+        Also compute dispatch setpoints (a fresh dispatcher per assignment; its state is not
+        part of the checkpoint yet, so after a move it re-learns from new windows).
+    idle_clock : callable
+        Seconds clock of the quiet-feed rule (tests advance it by hand).
     """
 
     def __init__(self, cfg: Config, *, sinks: SinkSet | None = None, run: str = "",
                  metrics_port: int | None = None, consumer_overrides: dict | None = None,
                  flush_interval_s: float = 0.25, drain_timeout_s: float = 20.0,
-                 max_message_bytes: int = 1_000_000, dispatcher: Any = None):
+                 max_message_bytes: int = 1_000_000, dispatch: str | None = None,
+                 idle_clock: Any = time.monotonic):
         self.cfg = cfg
         self.kcfg = cfg.kafka
         self.run_tag = run
-        self.dispatcher = dispatcher
+        if dispatch == "oracle":
+            msg = "dispatch policy 'oracle' needs the whole period; use it with replay, not consume"
+            raise ValueError(msg)
+        self.dispatch = dispatch
+        self.idle_clock = idle_clock  # wall clock of the quiet-feed rule (tests move it)
         pc = cfg.pipeline
         self.idle_s = parse_duration_ns(pc.idle_timeout) / 1e9
         self.grace_ns = parse_duration_ns(pc.grace)
@@ -120,7 +132,7 @@ class ConsumeService:
             if hasattr(sink, "on_retry"):
                 sink.on_retry = lambda name: self.metrics.sink_retries.labels(name).inc()
         self._ensure_topics()
-        self.producer = kc.build_producer(self.kcfg)
+        self.producer = kc.build_producer(self.kcfg, max_request_size=kc.STATE_MAX_BYTES)
         self.dlq = kc.DeadLetters(self.producer, self.kcfg.dlq_topic, max_message_bytes)
         self.state = kc.StateStore(self.kcfg, self.producer, self.kcfg.group_id)
         copts = kc.consumer_options(self.kcfg, **(consumer_overrides or {}))
@@ -137,26 +149,53 @@ class ConsumeService:
         self.retry_at = 0.0
         self.backoff_s = 0.5
         self._fatal: BaseException | None = None
+        self._broken = False
         self._unflushed_since: float | None = None
         self._emits: list[tuple[float, int]] = []
         self._pause_start = 0.0
         self._since_ckpt = 0
         self._last_ckpt = time.monotonic()
-        self._last_idle = 0.0
+        self._last_idle = -1e18
         self._n_topic_parts: int | None = None
         self._decode = self._decoder()
+        self._warm_up()
 
     # ------------------------------------------------------------------ setup
     def _ensure_topics(self) -> None:
         k = self.kcfg
         try:
             kc.ensure_topics(k, {k.dlq_topic: (1, {}),
-                                 k.state_topic: (1, {"cleanup.policy": "compact"})})
+                                 k.state_topic: (1, kc.STATE_TOPIC_CONFIG)})
         except Exception as exc:  # noqa: BLE001 - broker may forbid admin calls; topics may exist
             log.warning("could not create the dead-letter/state topics (%s); they must exist", exc)
 
     def _new_pipeline(self) -> Pipeline:
-        return Pipeline(self.cfg, run=self.run_tag, dispatcher=self.dispatcher)
+        dispatcher = None
+        if self.dispatch:
+            from pueflow.optimizers.dispatcher import Dispatcher
+
+            dispatcher = Dispatcher(self.cfg, policy=self.dispatch)
+        return Pipeline(self.cfg, run=self.run_tag, dispatcher=dispatcher)
+
+    def _warm_up(self) -> None:
+        """Run a few readings through a throwaway core so numba kernels and lazy imports
+        load now, not in the first poll after a partition assignment (it would delay the
+        first rows by ~2 s and, inside a rebalance, the whole group)."""
+        try:
+            site = self.cfg.sites[0]
+            rule = next(m for m in site.meters if m.kind == "power")
+        except (IndexError, StopIteration):
+            return
+        p = Pipeline(self.cfg, run=self.run_tag)
+        dev = rule.device.replace("*", "warm").replace("?", "w")
+        pt = rule.point.replace("*", "warm").replace("?", "w")
+        sid = p.registry.id(site.id, dev, pt)
+        step = 10 * 10**9
+        n = int((3 * p.base_ns + p.grace_ns) // step) + 2
+        t = 86400 * 10**9 + np.arange(n, dtype=np.int64) * step
+        p.process(Batch(t, np.full(n, sid, np.int32), np.ones(n)))
+        p.finalize()
+        self._decode([b"{}"], p.registry)
 
     def _decoder(self):
         from pueflow.connectors import wire
@@ -191,6 +230,10 @@ class ConsumeService:
                 svc._guard(svc._on_lost, lost)
 
         t0 = time.monotonic()
+        # config, kernels and warm-up objects live as long as the process: keep them out
+        # of the cyclic collector's full passes
+        gc.collect()
+        gc.freeze()
         self.consumer.subscribe(topics=list(self.kcfg.topics), listener=Listener())
         log.info("consuming", extra={"topics": self.kcfg.topics, "group": self.kcfg.group_id})
         try:
@@ -204,6 +247,8 @@ class ConsumeService:
                     break
                 self._step(now)
         except BaseException as exc:
+            # the core may hold a half-processed poll: its state must not be checkpointed
+            self._broken = True
             self.health.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
@@ -224,6 +269,8 @@ class ConsumeService:
         self.health.beat("paused" if self.paused else "running")
         if self.paused:
             self.consumer.poll(timeout_ms=100)  # keeps the membership; returns nothing
+            # a paused feed is not a quiet one (and its high watermark is going stale)
+            self.quiet_since[~np.isnan(self.quiet_since)] = self.idle_clock()
             self._raise_fatal()
             if time.monotonic() >= self.retry_at:
                 self._try_resume()
@@ -233,9 +280,10 @@ class ConsumeService:
         if records:
             self._handle(records, time.monotonic())
         now = time.monotonic()
-        if now - self._last_idle >= min(0.5, self.idle_s / 4):
-            self._last_idle = now
-            self._idle(now)
+        qnow = self.idle_clock()
+        if qnow - self._last_idle >= min(0.5, self.idle_s / 4):
+            self._last_idle = qnow
+            self._idle(qnow)
         if self._unflushed_since is not None and now - self._unflushed_since >= self.flush_interval_s:
             self._guarded(self._flush_sinks)
         if (now - self._last_ckpt >= self.ckpt_s or self._since_ckpt >= self.ckpt_records):
@@ -250,50 +298,63 @@ class ConsumeService:
     def _handle(self, records: dict, now: float) -> None:
         recs: list[Any] = []
         tp_list = list(records)
-        tp_of: list[int] = []
-        payloads: list[bytes] = []
-        limit = self.max_message_bytes
-        for j, tp in enumerate(tp_list):
+        counts: list[int] = []
+        for tp in tp_list:
             rs = records[tp]
             part = self.owned.get(tp)
             if part is None:  # revoked while in flight
+                counts.append(0)
                 continue
-            for r in rs:
-                v = r.value
-                if v is None or len(v) > limit:
-                    why = "empty record (no value)" if v is None else (
-                        f"record of {len(v)} bytes exceeds max_message_bytes={limit}")
-                    self._dead(r, why, "oversized" if v is not None else "empty")
-                    continue
-                recs.append(r)
-                payloads.append(v)
-                tp_of.append(j)
-            part.next_offset = rs[-1].offset + 1
+            values = [r.value for r in rs]
+            if None in values or max(map(len, values)) > self.max_message_bytes:
+                rs = self._screen_records(rs)
+            recs.extend(rs)
+            counts.append(len(rs))
+            n = len(records[tp])
+            part.next_offset = records[tp][-1].offset + 1
             part.dirty = True
-            self.metrics.records_in.labels(tp.topic).inc(len(rs))
-            self.stats.records += len(rs)
-            self._since_ckpt += len(rs)
-        if not payloads:
+            self.metrics.records_in.labels(tp.topic).inc(n)
+            self.stats.records += n
+            self._since_ckpt += n
+        if not recs:
             return
+        payloads = [r.value for r in recs]
+        tp_of = np.repeat(np.arange(len(tp_list), dtype=np.int32), counts)
         reg = self.pipeline.registry
         dec = self._decode(payloads, reg)
         out = self.pipeline.process(dec.batch)
         n = len(dec.batch)
         self.stats.samples += n
         self.metrics.samples_in.inc(n)
-        self._track_sites(dec, np.asarray(tp_of, np.int32), tp_list, now)
+        self._track_sites(dec, tp_of, tp_list)
         self._dead_letters(dec, out, recs)
         self._emit(out, now)
 
-    def _track_sites(self, dec, tp_of: np.ndarray, tp_list: list, now: float) -> None:
+    def _screen_records(self, rs: list) -> list:
+        """Records worth decoding; empty and oversized ones go to the dead letters."""
+        keep = []
+        limit = self.max_message_bytes
+        for r in rs:
+            v = r.value
+            if v is None:
+                self._dead(r, "empty record (no value)", "empty")
+            elif len(v) > limit:
+                self._dead(r, f"record of {len(v)} bytes exceeds max_message_bytes={limit}",
+                           "oversized")
+            else:
+                keep.append(r)
+        return keep
+
+    def _track_sites(self, dec, tp_of: np.ndarray, tp_list: list) -> None:
         """Which partition carries which site (a partition's state is its sites' state)."""
         if not len(dec.batch):
             return
+        now = self.idle_clock()
         site = self.pipeline.registry.site[dec.batch.series]
         n_sites = len(self.site_ids)
-        key = tp_of[dec.origin].astype(np.int64) * n_sites + site
-        key = np.unique(key[site >= 0])
-        for k in key.tolist():
+        key = tp_of[dec.origin] * n_sites + site  # int32: partitions x sites is small
+        seen = np.bincount(key[site >= 0], minlength=len(tp_list) * n_sites)
+        for k in np.flatnonzero(seen).tolist():
             j, s = divmod(k, n_sites)
             tp = tp_list[j]
             self.quiet_since[s] = now
@@ -352,28 +413,29 @@ class ConsumeService:
 
     # ------------------------------------------------------------------ quiet feeds
     def _idle(self, now: float) -> None:
-        """Advance the watermark of sites that are quiet while their partition is live."""
+        """Advance the watermark of sites that are quiet while their partition is live;
+        update the lag gauges on the way."""
+        caught_up: dict[Any, bool] = {}
+        for tp, part in self.owned.items():
+            hw = self.consumer.highwater(tp)
+            if hw is not None and part.next_offset is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(hw - part.next_offset, 0))
+            caught_up[tp] = (hw is not None and part.next_offset is not None
+                             and part.next_offset >= hw and not self.paused)
         advance: dict[int, int] = {}
         p = self.pipeline
         for s, tp in self.site_owner.items():
-            part = self.owned.get(tp)
-            if part is None:
-                continue
-            hw = self.consumer.highwater(tp)
-            if part.next_offset is not None and hw is not None:
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(hw - part.next_offset, 0))
-            caught_up = hw is not None and part.next_offset is not None and part.next_offset >= hw
-            if not caught_up or np.isnan(self.quiet_since[s]):
-                self.quiet_since[s] = now  # behind or unknown: not quiet, just slow
+            if not caught_up.get(tp) or np.isnan(self.quiet_since[s]):
+                self.quiet_since[s] = now  # behind, paused or unknown: not quiet, just slow
                 continue
             quiet = now - self.quiet_since[s]
             if quiet >= self.idle_s and p.site_max_t[s] != NO_TIME:
                 wm = int(p.site_max_t[s]) - self.grace_ns + int(quiet * 1e9)
                 if wm > p.site_wm[s]:
                     advance[s] = wm
-                    part.dirty = True
+                    self.owned[tp].dirty = True
         if advance:
-            self._emit(p.advance_watermark(advance), now)
+            self._emit(p.advance_watermark(advance), time.monotonic())
 
     # ------------------------------------------------------------------ durability
     def _guarded(self, fn) -> bool:
@@ -411,6 +473,9 @@ class ConsumeService:
         """
         from kafka.structs import OffsetAndMetadata
 
+        if self._broken:
+            msg = "not checkpointing: the service failed mid-poll; the last checkpoint stands"
+            raise StateError(msg)
         t0 = time.monotonic()
         self._flush_sinks()
         self.dlq.flush()
@@ -507,7 +572,7 @@ class ConsumeService:
         self._drop_all()
         need = [tp for tp in assigned if tp not in self.kept]
         from_topic = self.state.read([(tp.topic, tp.partition) for tp in need]) if need else {}
-        now = time.monotonic()
+        now = self.idle_clock()
         for tp in assigned:
             rec = self.kept.get(tp)
             source = "memory"
@@ -531,11 +596,14 @@ class ConsumeService:
             self.metrics.restores.labels(source).inc()
         self.kept = {}
         self.metrics.assigned.set(len(assigned))
+        self._n_topic_parts = None
         if self.paused and assigned:
             self.consumer.pause(*assigned)
         log.info("partitions assigned", extra={"partitions": _names(assigned)})
 
     def _checkpoint_within(self, budget_s: float, commit: bool = True) -> bool:
+        if self._broken:
+            return False
         deadline = time.monotonic() + budget_s
         while True:
             try:
@@ -556,7 +624,7 @@ class ConsumeService:
     def _shutdown(self) -> None:
         self.health.beat("draining")
         try:
-            if self.owned and self._fatal is None:
+            if self.owned and not self._broken:
                 self._checkpoint_within(self.drain_timeout_s)
         finally:
             for close in (lambda: self.consumer.close(autocommit=False), self.state.close,
@@ -600,8 +668,35 @@ def run_consume(cfg: Config, *, metrics_port: int | None = None, run: str = "",
                 group_id: str | None = None, consumer_overrides: dict | None = None,
                 json_logs: bool = True, handle_signals: bool = True,
                 **service_kwargs: Any) -> ServiceStats:
-    """Run the consume service until stopped (SIGTERM/SIGINT, ``stop_event`` or
-    ``max_seconds``); drain and checkpoint within ``drain_timeout_s`` on the way out."""
+    """Run the consume service until stopped; the ``consume`` verb of the CLI.
+
+    Parameters
+    ----------
+    cfg : Config
+    metrics_port : int, optional
+        Serve ``/metrics`` (Prometheus) and ``/health`` on this port (0 = a free one).
+    run : str
+        ``run`` tag on every row ("" for production).
+    max_seconds : float, optional
+        Stop after this long (demos, tests).
+    stop_event : threading.Event, optional
+        Stop when set (embedding). SIGTERM/SIGINT also stop it when called from the main
+        thread (``handle_signals``); a second signal exits at once (nothing is committed
+        that is not durable, so that is safe too).
+    group_id : str, optional
+        Overrides ``kafka.group_id``.
+    consumer_overrides : dict, optional
+        kafka-python consumer settings (e.g. ``session_timeout_ms``).
+    json_logs : bool
+        Configure the root logger for JSON lines on stderr.
+    **service_kwargs
+        :class:`ConsumeService` options: ``flush_interval_s``, ``drain_timeout_s`` (bound on
+        the final checkpoint, default 20 s), ``max_message_bytes``, ``dispatch``, ``sinks``.
+
+    Returns
+    -------
+    ServiceStats
+    """
     import signal
 
     from pueflow.connectors.ops import configure_json_logging
@@ -615,6 +710,9 @@ def run_consume(cfg: Config, *, metrics_port: int | None = None, run: str = "",
     previous = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
         def _stop(signum, _frame):
+            if stop.is_set():
+                log.warning("second %s: exiting without draining", signal.Signals(signum).name)
+                raise SystemExit(128 + signum)
             log.info("signal %s: draining", signal.Signals(signum).name)
             stop.set()
 
@@ -649,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="consumer session timeout (how fast a dead process's partitions move)")
     ap.add_argument("--max-message-bytes", type=int, default=1_000_000,
                     help="larger records go to the dead-letter topic undecoded")
+    ap.add_argument("--dispatch", choices=["mpc", "rule"], default=None,
+                    help="also publish dispatch setpoints with this policy")
     ap.add_argument("--drain-timeout", type=float, default=20.0,
                     help="bound on the final checkpoint at SIGTERM/SIGINT [s]")
     args = ap.parse_args(argv)
@@ -663,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         run_consume(cfg, metrics_port=args.metrics_port, run=args.run,
                     max_seconds=args.max_seconds, group_id=args.group,
                     consumer_overrides=overrides, max_message_bytes=args.max_message_bytes,
-                    drain_timeout_s=args.drain_timeout)
+                    drain_timeout_s=args.drain_timeout, dispatch=args.dispatch)
     except PueflowError as exc:
         log.error("%s", exc)
         return 2

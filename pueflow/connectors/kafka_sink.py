@@ -1,0 +1,111 @@
+"""Kafka sink: rows (setpoints by default) as JSON messages on a topic, keyed by site.
+
+Each row becomes one Telegraf-style JSON message, so the same decoders read it back:
+``{"name": measurement, "tags": {...}, "fields": {...}, "timestamp": ns}`` (timestamps
+in ns). The key is the site, so a site's setpoints stay ordered. Delivery is
+at-least-once: a consumer of this topic treats (measurement, tags, timestamp) as the
+identity, as the time-series store does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import polars as pl
+
+from pueflow.exceptions import SinkBackpressure
+from pueflow.pipeline import rows as rw
+
+if TYPE_CHECKING:
+    from pueflow.config import KafkaConfig, Sink
+
+
+def to_messages(measurement: str, df: pl.DataFrame) -> list[tuple[bytes, bytes]]:
+    """(key, JSON payload) per row; null and non-finite fields are left out."""
+    tags = [c for c in rw.tag_columns(measurement) if c in df.columns]
+    fields = rw.field_columns(measurement, df)
+    t_ns = df[rw.TIME].cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").to_list()
+    tag_rows = df.select(tags).rows()
+    field_rows = df.select(fields).rows()
+    out = []
+    for t, tv, fv in zip(t_ns, tag_rows, field_rows, strict=True):
+        f = {k: v for k, v in zip(fields, fv, strict=True)
+             if v is not None and not (isinstance(v, float) and v != v)
+             and v not in (float("inf"), float("-inf"))}
+        if not f:
+            continue
+        tg = {k: v for k, v in zip(tags, tv, strict=True) if v not in (None, "")}
+        key = str(tg.get("site") or tg.get("scope") or "").encode()
+        out.append((key, orjson.dumps({"name": measurement, "tags": tg, "fields": f,
+                                       "timestamp": t})))
+    return out
+
+
+class KafkaSink:
+    """Write rows to ``spec.topic``; :meth:`flush` waits for the broker's acknowledgement.
+
+    Parameters
+    ----------
+    spec : Sink
+        ``topic`` and ``measurements`` (default here: setpoints only, when the spec lists
+        every measurement) are used.
+    kafka : KafkaConfig
+        Bootstrap servers and security.
+    producer : KafkaProducer, optional
+        Share one (tests); built from ``kafka`` otherwise.
+    """
+
+    def __init__(self, spec: Sink, kafka: KafkaConfig, *, producer: Any = None):
+        self.name = spec.name
+        self.topic = spec.topic
+        self.kafka = kafka
+        self.timeout_s = spec.timeout_s
+        self._producer = producer
+        self._own = producer is None
+        self._futures: list[Any] = []
+        self.rows_written = 0
+
+    def _get(self) -> Any:
+        if self._producer is None:
+            from pueflow.connectors.kafka import build_producer
+
+            self._producer = build_producer(self.kafka)
+        return self._producer
+
+    def write(self, measurement: str, df: pl.DataFrame) -> None:
+        """Send the rows asynchronously (the producer buffers and batches)."""
+        if df.height == 0:
+            return
+        for key, value in to_messages(measurement, df):
+            self._send(key, value)
+
+    def _send(self, key: bytes, value: bytes) -> None:
+        self._futures.append((self._get().send(self.topic, key=key, value=value), key, value))
+
+    def flush(self) -> None:
+        """Return when every row sent so far is acknowledged. Rows the broker refused are
+        sent again and :class:`SinkBackpressure` is raised, so the caller waits and calls
+        ``flush`` again; nothing is dropped."""
+        if not self._futures:
+            return
+        self._get().flush(timeout=self.timeout_s)
+        entries, self._futures = self._futures, []
+        bad = [(f, k, v) for f, k, v in entries if not f.is_done or f.failed()]
+        self.rows_written += len(entries) - len(bad)
+        if bad:
+            f0 = bad[0][0]
+            why = f0.exception if f0.is_done else "timeout"
+            for f, k, v in bad:
+                if f.is_done:
+                    self._send(k, v)
+                else:
+                    self._futures.append((f, k, v))
+            msg = (f"sink {self.name!r} (topic {self.topic!r}): {len(bad)} of {len(entries)} "
+                   f"rows not acknowledged ({why}); re-sent")
+            raise SinkBackpressure(msg, retry_after=1.0)
+
+    def close(self) -> None:
+        if self._producer is not None and self._own:
+            self._producer.close(timeout=self.timeout_s)
+            self._producer = None
