@@ -36,7 +36,6 @@ from pueflow.pipeline.screen import (
     close_time,
     screen,
     site_span,
-    out_of_order_series,
     sort_dedup_arrays,
 )
 from pueflow.pipeline.windows import DAY, rollup, shift_rows, window_end, window_start
@@ -325,20 +324,17 @@ class Pipeline:
     def _integrate(self, r: Batch, a: dict[str, np.ndarray]) -> list[pl.DataFrame]:
         quality: list[pl.DataFrame] = []
         n_series = len(self.registry)
-        first_seen = np.full(n_series, NO_TIME, np.int64)
-        bad_series = out_of_order_series(r.series, r.time_ns, n_series, first_seen)
-        if bad_series.any():
-            # only series whose readings came out of order (or twice) need the sort
-            mask = bad_series[r.series]
-            messy = r.take(np.flatnonzero(mask))
-            _, dup, ss, tt, vv = sort_dedup_arrays(messy.series, messy.time_ns, messy.value,
-                                                   n_series)
-            if len(dup):
-                quality.append(self._quality_rows(messy.take(dup), "duplicate"))
-            clean = r.take(np.flatnonzero(~mask))
-            r = Batch.concat([clean, Batch(tt, ss, vv)])
-        unset = (self.first_t[:n_series] == NO_TIME) & (first_seen != NO_TIME)
-        self.first_t[:n_series][unset] = first_seen[unset]
+        # counting sort by series: the run-based integrate is ~10x faster on sorted runs
+        # than on time-major arrival order, which more than pays for the sort
+        _, _, ss, tt, vv, ds, dt, dv = sort_dedup_arrays(r.series, r.time_ns, r.value,
+                                                         n_series, False)
+        if len(ds):
+            quality.append(self._quality_rows(Batch(dt, ds, dv), "duplicate"))
+        r = Batch(tt, ss, vv)
+        first = np.flatnonzero(np.r_[True, r.series[1:] != r.series[:-1]])
+        fs = r.series[first]
+        unset = self.first_t[fs] == NO_TIME
+        self.first_t[fs[unset]] = r.time_ns[first[unset]]
         site = a["site"][r.series]
         lo_t, hi_t = site_span(site, r.time_ns, len(self.cfg.sites))
         present = np.flatnonzero(hi_t != NO_TIME)

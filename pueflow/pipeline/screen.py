@@ -73,15 +73,18 @@ def _before(x, y):
 
 
 @njit
-def sort_dedup_arrays(series, time_ns, value, n_series):
+def sort_dedup_arrays(series, time_ns, value, n_series, want_order=True):
     """Order readings by (series, time), drop duplicate (series, time) readings.
 
     One counting-sort pass scatters the readings into contiguous per-series runs, so the
     order check and the dedup read memory sequentially. Among duplicates the smallest value
     is kept (NaN last), so the choice does not depend on arrival order.
 
-    Returns ``(kept, dup, s, t, v)``: ``kept`` and ``dup`` index the input (kept readings in
-    sorted order, dropped duplicates); ``s``, ``t``, ``v`` are the kept readings, sorted.
+    Returns ``(kept, dup, s, t, v, ds, dt, dv)``: ``kept`` and ``dup`` index the input
+    (kept readings in sorted order, dropped duplicates); ``s``, ``t``, ``v`` are the kept
+    readings, sorted; ``ds``, ``dt``, ``dv`` the dropped duplicates themselves. With
+    ``want_order=False`` the permutation is not tracked (one scatter stream less) and
+    ``kept``/``dup`` hold nothing useful (``dup`` is -1).
     """
     n = series.shape[0]
     counts = np.zeros(n_series + 1, np.int64)
@@ -89,13 +92,14 @@ def sort_dedup_arrays(series, time_ns, value, n_series):
         counts[series[i] + 1] += 1
     for k in range(n_series):
         counts[k + 1] += counts[k]
-    order = np.empty(n, np.int64)
+    order = np.empty(n if want_order else 0, np.int64)
     t = np.empty(n, np.int64)
     v = np.empty(n, np.float64)
     pos = counts[:-1].copy()
     for i in range(n):
         p = pos[series[i]]
-        order[p] = i
+        if want_order:
+            order[p] = i
         t[p] = time_ns[i]
         v[p] = value[i]
         pos[series[i]] = p + 1
@@ -111,7 +115,8 @@ def sort_dedup_arrays(series, time_ns, value, n_series):
         if not ok:
             perm = np.argsort(v[lo:hi], kind="mergesort")
             perm = perm[np.argsort(t[lo:hi][perm], kind="mergesort")]
-            order[lo:hi] = order[lo:hi][perm]
+            if want_order:
+                order[lo:hi] = order[lo:hi][perm]
             t[lo:hi] = t[lo:hi][perm]
             v[lo:hi] = v[lo:hi][perm]
     # dedup in place: a reading equal in (series, time) to the one before it is dropped
@@ -120,28 +125,35 @@ def sort_dedup_arrays(series, time_ns, value, n_series):
         for j in range(counts[k] + 1, counts[k + 1]):
             if t[j] == t[j - 1]:
                 n_dup += 1
-    kept = np.empty(n - n_dup, np.int64)
+    kept = np.empty(n - n_dup if want_order else 0, np.int64)
     dup = np.empty(n_dup, np.int64)
     s_out = np.empty(n - n_dup, np.int32)
+    ds = np.empty(n_dup, np.int32)
+    dt = np.empty(n_dup, np.int64)
+    dv = np.empty(n_dup, np.float64)
     w = 0
     d = 0
     for k in range(n_series):
         for j in range(counts[k], counts[k + 1]):
             if j > counts[k] and t[j] == t[j - 1]:
-                dup[d] = order[j]
+                dup[d] = order[j] if want_order else -1
+                ds[d] = k
+                dt[d] = t[j]
+                dv[d] = v[j]
                 d += 1
                 continue
-            kept[w] = order[j]
+            if want_order:
+                kept[w] = order[j]
             s_out[w] = k
             t[w] = t[j]
             v[w] = v[j]
             w += 1
-    return kept, dup, s_out, t[:w], v[:w]
+    return kept, dup, s_out, t[:w], v[:w], ds, dt, dv
 
 
 def sort_dedup(series, time_ns, value, n_series):
     """``(kept, dup)`` of :func:`sort_dedup_arrays` (indices into the input)."""
-    kept, dup, _, _, _ = sort_dedup_arrays(series, time_ns, value, n_series)
+    kept, dup, _, _, _, _, _, _ = sort_dedup_arrays(series, time_ns, value, n_series)
     return kept, dup
 
 
@@ -177,27 +189,3 @@ def site_span(site, time_ns, n_sites):
         if t > hi[s]:
             hi[s] = t
     return lo, hi
-
-
-@njit
-def out_of_order_series(series, time_ns, n_series, first_t):
-    """Per series: True if its readings are not strictly increasing in arrival order.
-
-    Readings of the other series need no sorting and contain no duplicate, and integrating
-    them in arrival order accumulates each series exactly as the sorted path would. Also
-    writes each series' earliest time into ``first_t`` (``NO_TIME`` if none).
-    """
-    none = np.iinfo(np.int64).min
-    last = np.full(n_series, none, np.int64)
-    bad = np.zeros(n_series, np.bool_)
-    for i in range(series.shape[0]):
-        s = series[i]
-        t = time_ns[i]
-        if last[s] == none:
-            first_t[s] = t
-        elif t <= last[s]:
-            bad[s] = True
-            if t < first_t[s]:
-                first_t[s] = t
-        last[s] = max(last[s], t)
-    return bad
