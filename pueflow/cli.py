@@ -140,10 +140,23 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from pueflow.optimizers.tune import run_tune
+    from pueflow.optimizers.tune_report import num
 
     cfg = _load(args)
-    run_tune(cfg, args.input, trials=args.trials, jobs=args.jobs, storage=args.storage,
-             study=args.study, out=args.out, seed=args.seed)
+    res = run_tune(cfg, args.input, trials=args.trials, jobs=args.jobs, storage=args.storage,
+                   study=args.study, out=args.out, seed=args.seed, progress=not args.quiet,
+                   report=not args.no_report)
+    if res.best_number is None and not args.no_report:
+        print(f"error: no feasible trial among {res.trials} in study {res.study!r}; widen [[tune.space]] "
+              f"or relax the [tune] constraints (report: {res.report_path})", file=sys.stderr)
+        return EXIT_ERROR
+    if args.no_report:
+        print(f"study {res.study}: {res.trials} trials" + (f", best #{res.best_number} = {num(res.best_value)}"
+                                                            if res.best_number is not None else ""))
+    elif args.quiet:
+        val = ", ".join(f"{k} {num(v)}" for k, v in res.validation.items())
+        print(f"study {res.study}: {res.trials} trials, best #{res.best_number} = {num(res.best_value)}"
+              f"{' (validation: ' + val + ')' if val else ''} -> {res.config_path}, {res.report_path}")
     return EXIT_OK
 
 
@@ -220,15 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="tune dispatch settings over history with Optuna")
     _config_arg(p)
-    p.add_argument("--input", "-i", required=True, help="history (simulator truth or KPI rows)")
-    p.add_argument("--trials", type=int, default=50)
-    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--input", "-i", required=True,
+                   help="history: simulator truth.parquet, a replayed Parquet store or KPI rows, a "
+                        "history frame (time, pv_kw, wind_kw, it_kw, ambient_c), or telemetry")
+    p.add_argument("--trials", type=int, default=50,
+                   help="trials the study should hold in total (a re-run resumes up to it)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes on this machine")
     p.add_argument("--storage", default=_env("PUEFLOW_TUNE_STORAGE"),
-                   help="Optuna storage URL (default sqlite:///pueflow-tune.db; "
-                        "postgresql://… for many machines; env PUEFLOW_TUNE_STORAGE)")
-    p.add_argument("--study", default=None, help="study name (resume by reusing it)")
-    p.add_argument("--out", default="pueflow-tune", help="folder for best config + report")
-    p.add_argument("--seed", type=int, default=None, help="seed the sampler (reproducible)")
+                   help="Optuna storage (default sqlite:///OUT/tune.db; journal:FILE; "
+                        "postgresql://… for workers on many machines; env PUEFLOW_TUNE_STORAGE)")
+    p.add_argument("--study", default=None,
+                   help="study name (default: [tune] study, else pueflow-SITE-<hash of [tune]>, so the "
+                        "same [tune] resumes its study); reuse a name to resume it")
+    p.add_argument("--out", default="pueflow-tune", help="folder for best-config.toml, report.html")
+    p.add_argument("--seed", type=int, default=None, help="seed the sampler (reproducible with --jobs 1)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or tables")
+    p.add_argument("--no-report", action="store_true",
+                   help="only run trials (a worker joining a shared study); no validation or files")
     p.set_defaults(func=cmd_tune)
     return ap
 

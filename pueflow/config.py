@@ -27,6 +27,7 @@ from pydantic import (
 
 from pueflow.exceptions import ConfigError
 from pueflow.optimizers.spec import DispatchSpec
+from pueflow.optimizers.tune_spec import TuneSpec
 from pueflow.sim.spec import PlantSpec
 
 # --------------------------------------------------------------------------- durations
@@ -328,7 +329,7 @@ class Config(_Model):
     sinks: list[Sink] = Field(default_factory=list)
     meter_profiles: dict[str, list[MeterRule]] = Field(default_factory=dict)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
-    tune: dict[str, Any] | None = None
+    tune: TuneSpec | None = None
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     source: str = Field("", exclude=True)
 

@@ -1,0 +1,271 @@
+"""The tuning report: one self-contained HTML file (charts inlined as base64 PNG).
+
+Sections: the outcome (best score, validation check), the best settings against the
+configured ones, the best trial against the configured settings, the rule baseline and the
+perfect-foresight oracle bound on the train and validation periods (cost, CO2, REF, PUE,
+peak), the optimisation history, parameter importances and one slice per parameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pueflow.optimizers.tune_objective import feasible
+
+#: Metrics of the comparison table and chart: (key, label, format).
+SHOWN = (("cost", "cost", "{:,.0f}"), ("co2_t", "CO2 [t]", "{:,.1f}"), ("ref", "REF", "{:.3f}"),
+         ("pue", "PUE", "{:.4f}"), ("peak_kw", "peak [kW]", "{:,.0f}"), ("unmet_h", "unmet [h]", "{:.3f}"))
+#: Fewest complete trials for Optuna's importance evaluator; below it a rank correlation.
+MIN_TRIALS_IMPORTANCE = 5
+
+
+@dataclass
+class Comparison:
+    """Scores of one setting (or policy) on one period."""
+
+    name: str
+    period: str
+    metrics: dict[str, float]
+    score: float
+    broken: dict[str, float] = field(default_factory=dict)  # constraint -> amount over
+
+    @property
+    def verdict(self) -> str:
+        if not self.broken:
+            return "yes"
+        return "no: " + ", ".join(f"{k} +{v:.3g}" for k, v in self.broken.items())
+
+
+def num(v: float) -> str:
+    """A score for a table: thousands separated when large."""
+    return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:,.6g}"
+
+
+@dataclass
+class ReportData:
+    title: str
+    study: str
+    storage: str
+    objective: str
+    currency: str
+    input_desc: str
+    periods: str
+    trials: list[Any]
+    space: list[Any]
+    best: Any | None
+    defaults: dict[str, Any]
+    comparisons: list[Comparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def importances(trials: list[Any], names: list[str], study: Any = None) -> tuple[dict[str, float], str]:
+    """Parameter importances and how they were computed."""
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    if study is not None and len(done) >= MIN_TRIALS_IMPORTANCE:
+        import optuna
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                imp = optuna.importance.get_param_importances(study)
+            return dict(imp), "Optuna's default importance evaluator over complete trials"
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            how = f"Optuna's evaluator failed ({exc}); "
+    else:
+        how = f"fewer than {MIN_TRIALS_IMPORTANCE} complete trials; "
+    if len(done) < 3:
+        return {}, how + "too few trials to rank parameters"
+    y = _rank(np.array([t.value for t in done], dtype=float))
+    out = {}
+    for n in names:
+        x = [t.params.get(n) for t in done]
+        codes = {v: i for i, v in enumerate(sorted({repr(v) for v in x}))}
+        xv = np.array([v if isinstance(v, int | float) and not isinstance(v, bool) else codes[repr(v)]
+                       for v in x], dtype=float)
+        rx = _rank(xv)
+        s = float(np.std(rx) * np.std(y))
+        out[n] = abs(float(np.mean((rx - rx.mean()) * (y - y.mean())) / s)) if s > 0 else 0.0
+    tot = sum(out.values())
+    if tot > 0:
+        out = {k: v / tot for k, v in out.items()}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])), how + "|Spearman rank correlation| with the score, normalised"
+
+
+def _rank(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v))
+    return r
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _figure(w: float, h: float, n: int = 1, cols: int = 1) -> tuple[Any, Any]:
+    """A figure of ``n`` panels of ``w`` x ``h`` inches in ``cols`` columns."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    return fig, axes.ravel()
+
+
+def chart_history(trials: list[Any]) -> str:
+    fig, (ax,) = _figure(8, 3.6)
+    ok = [t for t in trials if t.state.name == "COMPLETE" and feasible(t)]
+    bad = [t for t in trials if t.state.name == "COMPLETE" and not feasible(t)]
+    pruned = [t for t in trials if t.state.name == "PRUNED" and t.intermediate_values]
+    if ok:
+        ax.scatter([t.number for t in ok], [t.value for t in ok], s=18, label="complete", color="#1f77b4")
+        xs = sorted(ok, key=lambda t: t.number)
+        best = np.minimum.accumulate([t.value for t in xs])
+        ax.step([t.number for t in xs], best, where="post", color="#d62728", label="best so far")
+    if bad:
+        ax.scatter([t.number for t in bad], [t.value for t in bad], marker="x", color="#ff7f0e", label="infeasible")
+    if pruned:
+        ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+                   s=12, color="#999999", label="pruned (partial period)")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: num(v)))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("score (train period)")
+    ax.grid(alpha=0.3)
+    if ok or bad or pruned:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def chart_importance(imp: dict[str, float]) -> str:
+    fig, (ax,) = _figure(7, 0.45 * max(len(imp), 2) + 0.8)
+    names = list(imp)[::-1]
+    ax.barh(names, [imp[n] for n in names], color="#2ca02c")
+    ax.set_xlabel("importance")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def chart_slices(trials: list[Any], space: list[Any]) -> str:
+    """Score against each setting: complete trials, infeasible ones crossed, colour = trial order."""
+    from matplotlib.ticker import FuncFormatter
+
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    fig, axes = _figure(4.2, 3, len(space), min(len(space), 3))
+    for ax, p in zip(axes, space, strict=False):
+        for ok, marker in ((True, "o"), (False, "x")):
+            sel = [t for t in done if feasible(t) == ok and p.key in t.params]
+            if not sel:
+                continue
+            xs = [t.params[p.key] if p.type != "categorical" else str(t.params[p.key]) for t in sel]
+            ax.scatter(xs, [t.value for t in sel], c=[t.number for t in sel], cmap="viridis", s=18,
+                       marker=marker, vmin=0, vmax=max(len(trials) - 1, 1))
+        if p.log:
+            ax.set_xscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: num(v)))
+        ax.set_title(p.key + (f" [{p.unit}]" if p.unit else ""), fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(space):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def chart_comparison(rows: list[Comparison]) -> str:
+    """One panel per metric, one dot per setting or policy and period."""
+    labels = [f"{r.name} · {r.period}" for r in rows]
+    colors = {"configured": "#7f7f7f", "best": "#1f77b4", "rule": "#ff7f0e", "oracle": "#2ca02c"}
+    shown = SHOWN[:5]
+    fig, axes = _figure(2.3, 0.22 * len(rows) + 0.8, len(shown), len(shown))
+    y = np.arange(len(rows))
+    for j, (key, label, _) in enumerate(shown):
+        ax = axes[j]
+        ax.scatter([r.metrics.get(key, math.nan) for r in rows], y,
+                   c=[colors.get(r.name, "#9467bd") for r in rows],
+                   marker="o", s=[30 if r.period == "train" else 30 for r in rows], zorder=3)
+        ax.set_yticks(y, labels if j == 0 else [""] * len(rows), fontsize=7)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(label, fontsize=8)
+    return _png(fig)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return html.escape(str(v))
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{h}</th>" for h in head)
+    tr = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{tr}</table>"
+
+
+def render(d: ReportData, study: Any = None) -> str:
+    """The report's HTML."""
+    e = html.escape
+    states: dict[str, int] = {}
+    for t in d.trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    names = [p.key for p in d.space]
+    parts = [f"<h1>{e(d.title)}</h1>",
+             f"<p>study <b>{e(d.study)}</b> in <code>{e(d.storage)}</code> · objective <b>{e(d.objective)}</b> "
+             f"· {len(d.trials)} trials ({', '.join(f'{v} {k}' for k, v in sorted(states.items()))})</p>",
+             f"<p>history: {e(d.input_desc)} · {e(d.periods)}</p>"]
+    parts += [f"<p class=note>{e(n)}</p>" for n in d.notes]
+    if d.best is not None:
+        shown = {p.key: p.value(d.best.params[p.key]) for p in d.space if p.key in d.best.params}
+        rows = [[e(k), _fmt(shown.get(k)), _fmt(d.defaults.get(k))] for k in names]
+        parts += [f"<h2>Best settings: trial #{d.best.number}, score {num(d.best.value)} {e(d.currency)}</h2>",
+                  _table(["setting", "best", "configured"], rows)]
+    else:
+        parts.append("<h2>No feasible trial yet</h2><p>Every finished trial broke a constraint or failed; "
+                     "widen the search space or relax the constraints.</p>")
+    if d.comparisons:
+        head = ["setting / policy", "period", "score", "feasible"] + [lbl for _, lbl, _ in SHOWN]
+        rows = [[e(c.name), e(c.period), num(c.score), e(c.verdict)]
+                + [fmt.format(c.metrics.get(k, math.nan)) for k, _, fmt in SHOWN] for c in d.comparisons]
+        parts += ["<h2>Best trial against the configured settings, the rule baseline and the oracle bound</h2>",
+                  "<p>Costs at the configured prices in " + e(d.currency) + "; the oracle knows the whole period "
+                  "in advance (a lower bound no real controller reaches).</p>",
+                  _table(head, rows), f"<img src='{chart_comparison(d.comparisons)}'>"]
+    if d.trials:
+        parts += ["<h2>Optimisation history</h2>", f"<img src='{chart_history(d.trials)}'>"]
+        imp, how = importances(d.trials, names, study)
+        parts.append("<h2>Parameter importances</h2>")
+        parts.append(f"<p>{e(how)}</p>")
+        if imp:
+            parts.append(f"<img src='{chart_importance(imp)}'>")
+        if any(t.state.name == "COMPLETE" for t in d.trials):
+            parts += ["<h2>Score against each setting</h2><p>complete trials; x = infeasible; colour = "
+                      "trial number (dark early, light late)</p>", f"<img src='{chart_slices(d.trials, d.space)}'>"]
+        failed = [t for t in d.trials if t.state.name == "FAIL"]
+        if failed:
+            parts.append("<h2>Failed trials</h2>")
+            parts.append(_table(["trial", "reason"], [[str(t.number), e(t.user_attrs.get("error", "interrupted"))]
+                                                     for t in failed[:50]]))
+    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+           "font-size:13px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
+           "img{max-width:100%}.note{color:#8a5a00}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(d.title)}</title>"
+            f"<style>{css}</style></head><body>{''.join(parts)}</body></html>")
