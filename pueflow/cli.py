@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pueflow.exceptions import ConfigError, PueflowError
 

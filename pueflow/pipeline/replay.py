@@ -176,8 +176,13 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
         if not progress:
             return replay_batches(cfg, chunks(), registry=registry, sinks=sinks, run=run,
                                   dispatcher=dispatcher)
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         total = sum(_size(p) for p in inputs)
         with Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),

@@ -33,7 +33,7 @@ def window_end(window: str, start_ns: int, tz: ZoneInfo) -> int:
     """End [ns, UTC] of the ``window`` that starts at ``start_ns``."""
     if window == DAY:
         local = datetime.fromtimestamp(start_ns // 10**9, tz)
-        nxt = (datetime(local.year, local.month, local.day) + timedelta(days=1)).date()
+        nxt = local.date() + timedelta(days=1)
         return int(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp()) * 10**9
     return start_ns + parse_duration_ns(window)
 

@@ -62,8 +62,10 @@ def test_check_config_exits_2_and_prints_each_problem(tmp_path, capsys):
                    .replace('timezone = "Africa/Casablanca"', 'timezone = "Africa/Casablanka"'))
     assert main(["check-config", str(bad)]) == 2
     out = capsys.readouterr().out
-    assert "sites[0].meters[0].kind" in out and "registr" in out
-    assert "sites[0].timezone" in out and "IANA" in out
+    assert "sites[0].meters[0].kind" in out
+    assert "registr" in out
+    assert "sites[0].timezone" in out
+    assert "IANA" in out
 
 
 def test_cross_checks_sensor_kind_and_missing_it():
