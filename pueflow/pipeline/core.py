@@ -639,6 +639,15 @@ def _restore(p: Pipeline, blob: bytes) -> list[str]:
         ser = np.array([reg.id(*k) for k in st["keys"]], np.int64)
         p._alloc_series(len(reg))
         p._widen(z[pre + "acc_e"].shape[1] if len(ser) else 1)
+        # series of this site that the snapshot does not know start from nothing
+        n = len(reg)
+        stale = np.setdiff1d(np.flatnonzero(reg.site[:n] == i), ser)
+        p.last_t[stale] = NO_TIME
+        p.first_t[stale] = NO_TIME
+        p.last_v[stale] = 0.0
+        p.spike_run[stale] = 0
+        for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):
+            getattr(p, name)[stale] = 0
         for name in ("last_t", "first_t", "last_v", "spike_run"):
             getattr(p, name)[ser] = z[pre + name]
         for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):

@@ -292,3 +292,29 @@ def test_empty_batches_and_finalize_without_data():
     assert len(out.rejected_index) == 0
     fin = p.finalize()
     assert fin.kpi is None
+
+
+def test_restore_resets_series_the_snapshot_does_not_know():
+    """State restored into a pipeline that already saw other series of the same site must
+    not keep those series' stale last readings (they would integrate across the restore)."""
+    from tests.conftest import FAR_CLOCK
+
+    rules, _, _ = meter_rules({"pdu1": SPECS["pdu1"], "pdu2": SPECS["pdu2"]})
+    cfg = build_config(rules, windows=("1m",))
+    fresh = Pipeline(cfg, clock_ns=FAR_CLOCK)
+    a = fresh.registry.id("s1", "pdu1", "v")
+    fresh.process(Batch(np.array([T0]), np.array([a]), np.array([60.0])))
+    blob = fresh.snapshot(["s1"])
+
+    used = Pipeline(cfg, clock_ns=FAR_CLOCK)
+    b = used.registry.id("s1", "pdu2", "v")
+    used.process(Batch(np.array([T0 - 30 * NS]), np.array([b]), np.array([600.0])))
+    used.restore(blob)
+    assert used.last_t[b] == np.iinfo(np.int64).min
+    a2 = used.registry.id("s1", "pdu1", "v")
+    out = used.process(Batch(np.array([T0 + 30 * NS, T0 + 30 * NS, T0 + 90 * NS]),
+                             np.array([a2, b, a2]), np.array([60.0, 60.0, 60.0])))
+    fin = used.finalize().kpi
+    got = sum(df["it_kwh"].sum() for df in (out.kpi, fin) if df is not None)
+    # pdu1: 60 kW for 90 s = 1.5 kWh; pdu2 starts afresh at +30 s (nothing before it)
+    assert got == pytest.approx(1.5, rel=1e-12)
