@@ -308,13 +308,16 @@ def test_restore_resets_series_the_snapshot_does_not_know():
 
     used = Pipeline(cfg, clock_ns=FAR_CLOCK)
     b = used.registry.id("s1", "pdu2", "v")
-    used.process(Batch(np.array([T0 - 30 * NS]), np.array([b]), np.array([600.0])))
+    # the first reading is released (older than the watermark) and becomes pdu2's state
+    used.process(Batch(np.array([T0 - 50 * NS, T0 - 40 * NS]), np.array([b, b]),
+                       np.array([600.0, 600.0])))
+    assert used.last_t[b] == T0 - 50 * NS
     used.restore(blob)
     assert used.last_t[b] == np.iinfo(np.int64).min
     a2 = used.registry.id("s1", "pdu1", "v")
-    out = used.process(Batch(np.array([T0 + 30 * NS, T0 + 30 * NS, T0 + 90 * NS]),
-                             np.array([a2, b, a2]), np.array([60.0, 60.0, 60.0])))
+    out = used.process(Batch(np.array([T0 + 5 * NS, T0 + 30 * NS, T0 + 90 * NS]),
+                             np.array([b, a2, a2]), np.array([60.0, 60.0, 60.0])))
     fin = used.finalize().kpi
     got = sum(df["it_kwh"].sum() for df in (out.kpi, fin) if df is not None)
-    # pdu1: 60 kW for 90 s = 1.5 kWh; pdu2 starts afresh at +30 s (nothing before it)
+    # pdu1: 60 kW for 90 s = 1.5 kWh; pdu2 starts afresh at +5 s (nothing before it)
     assert got == pytest.approx(1.5, rel=1e-12)
