@@ -60,7 +60,7 @@ def open_storage(url: str) -> Any:
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     if url.startswith(("postgresql", "mysql")):
         try:
-            return optuna.storages.RDBStorage(_driver(url), engine_kwargs={"pool_pre_ping": True})
+            return _rdb_with_retry(_driver(url), {"pool_pre_ping": True})
         except ImportError as exc:
             msg = (f"storage {redact(url)} needs a database driver: {exc}; install the tune extra "
                    f"(pip install 'pueflow[tune]', which brings psycopg)")
@@ -68,6 +68,28 @@ def open_storage(url: str) -> Any:
     msg = (f"storage {redact(url)!r} is not understood; use sqlite:///FILE, journal:FILE or "
            f"postgresql://USER@HOST:PORT/DB")
     raise PueflowError(msg)
+
+
+def _rdb_with_retry(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> Any:
+    """RDBStorage, retried while another worker is creating the schema at the same moment.
+
+    Workers started together on an empty database race to create Optuna's tables; the loser
+    sees a unique-key violation (e.g. on ``alembic_version``). Once the winner is done, the
+    schema exists and a retry simply opens it.
+    """
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _driver(url: str) -> str:

@@ -568,6 +568,9 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------- checkpoint state
+#: Bumped whenever the snapshot layout changes.
+STATE_VERSION = 2
+
 def _snapshot(p: Pipeline, site_ids: list[str]) -> bytes:
     """Serialise the state of ``site_ids`` (see :meth:`Pipeline.snapshot`)."""
     import io
@@ -577,7 +580,7 @@ def _snapshot(p: Pipeline, site_ids: list[str]) -> bytes:
     n = len(reg)
     index = {s.id: i for i, s in enumerate(p.cfg.sites)}
     arrays: dict[str, np.ndarray] = {}
-    header: dict[str, Any] = {"version": 1, "base_ns": p.base_ns, "windows": p.windows,
+    header: dict[str, Any] = {"version": STATE_VERSION, "base_ns": p.base_ns, "windows": p.windows,
                               "sites": []}
     site_of = reg.site[:n]
     for sid in site_ids:
@@ -594,16 +597,21 @@ def _snapshot(p: Pipeline, site_ids: list[str]) -> bytes:
             "b0": int(p.site_b0[i]), "started": bool(p.started[i]),
             "last_data_b": int(p.last_data_b[i]), "next_start": p.next_start[i],
             "hist_b0": h.b0, "keys": [list(reg.keys[s]) for s in ser],
-            "pending_keys": [list(reg.keys[s]) for s in pend.series[pm]],
         })
         pre = f"{sid}/"
         for name in ("last_t", "first_t", "last_v", "spike_run"):
             arrays[pre + name] = getattr(p, name)[ser]
+        # only buckets from b0 to the newest reading can hold anything: save just those
+        used = 0
+        if p.started[i] and p.last_data_b[i] != NO_TIME:
+            used = int(min(max(p.last_data_b[i] - p.site_b0[i] + 1, 0), p._width))
         for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):
-            arrays[pre + name] = getattr(p, name)[ser]
-        arrays[pre + "ev_acc"] = ev_acc[i]
+            arrays[pre + name] = getattr(p, name)[ser, :used]
+        arrays[pre + "ev_acc"] = ev_acc[i, :used]
         for name in ("e", "cov", "den", "ssum", "sn", "ev"):
             arrays[pre + "h_" + name] = getattr(h, name)[: h.n]
+        # pending readings name their series by position in this site's key list
+        arrays[pre + "p_series"] = np.searchsorted(ser, pend.series[pm]).astype(np.int32)
         arrays[pre + "p_time"] = pend.time_ns[pm]
         arrays[pre + "p_value"] = pend.value[pm]
     buf = io.BytesIO()
@@ -623,6 +631,10 @@ def _restore(p: Pipeline, blob: bytes) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - any decode failure means unusable state
         msg = f"checkpointed state is unreadable ({exc}); delete the state record to start fresh"
         raise StateError(msg) from None
+    if header.get("version") != STATE_VERSION:
+        msg = (f"checkpointed state has format version {header.get('version')}; this pueflow "
+               f"reads version {STATE_VERSION}. Replay the history or reset the state topic")
+        raise StateError(msg)
     if header.get("base_ns") != p.base_ns or header.get("windows") != p.windows:
         msg = (f"checkpointed state was made with windows {header.get('windows')}; the config "
                f"now has {p.windows}. Restore with the old config or reset the state topic")
@@ -638,7 +650,7 @@ def _restore(p: Pipeline, blob: bytes) -> list[str]:
         reg = p.registry
         ser = np.array([reg.id(*k) for k in st["keys"]], np.int64)
         p._alloc_series(len(reg))
-        p._widen(z[pre + "acc_e"].shape[1] if len(ser) else 1)
+        p._widen(max(z[pre + "acc_e"].shape[1], 1))
         # series of this site that the snapshot does not know start from nothing
         n = len(reg)
         stale = np.setdiff1d(np.flatnonzero(reg.site[:n] == i), ser)
@@ -672,7 +684,7 @@ def _restore(p: Pipeline, blob: bytes) -> list[str]:
         if len(p.pending):
             keep = reg.site[p.pending.series] != i
             p.pending = p.pending.take(keep)
-        ps = np.array([reg.id(*k) for k in st["pending_keys"]], np.int32)
+        ps = ser[z[pre + "p_series"]].astype(np.int32)
         if len(ps):
             p.pending = Batch.concat([p.pending, Batch(z[pre + "p_time"], ps, z[pre + "p_value"])])
         restored.append(sid)
