@@ -29,6 +29,7 @@ from pueflow.pipeline import kpi as kp
 from pueflow.pipeline import rows as rw
 from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.fleet import FleetAggregator
+from pueflow.pipeline.history import SiteHistory, Windows
 from pueflow.pipeline.registry import Registry
 from pueflow.pipeline.screen import (
     OK,
@@ -67,58 +68,6 @@ class Output:
                 if (df := getattr(self, m)) is not None and df.height}
 
 
-@dataclass
-class _Windows:
-    """Complete windows of one site and one length, ready to become KPI rows."""
-
-    site: int
-    window: str
-    start: np.ndarray  # [ns]
-    den: np.ndarray  # energy series counted
-    e: np.ndarray  # [k, roles] kWh
-    cover: np.ndarray
-    means: np.ndarray  # [k, roles] sensor means
-    ev: np.ndarray  # [k, 3] rollovers, resets, gaps
-
-
-@dataclass
-class _SiteHistory:
-    """Closed base buckets of one site, kept until every window that needs them is out."""
-
-    b0: int = 0
-    n: int = 0
-    e: np.ndarray = field(default_factory=lambda: np.zeros((0, N_ROLES)))
-    cov: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    den: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    ssum: np.ndarray = field(default_factory=lambda: np.zeros((0, N_ROLES)))
-    sn: np.ndarray = field(default_factory=lambda: np.zeros((0, N_ROLES), np.int64))
-    ev: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
-
-    def append(self, e, cov, den, ssum, sn, ev) -> None:
-        k = len(cov)
-        need = self.n + k
-        if need > len(self.cov):
-            cap = max(need, 2 * len(self.cov), 64)
-            for name in ("e", "cov", "den", "ssum", "sn", "ev"):
-                old = getattr(self, name)
-                new = np.zeros((cap, *old.shape[1:]), old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(self, name, new)
-        for name, val in (("e", e), ("cov", cov), ("den", den), ("ssum", ssum), ("sn", sn),
-                          ("ev", ev)):
-            getattr(self, name)[self.n: need] = val
-        self.n = need
-
-    def trim(self, keep_from_b: int) -> None:
-        drop = min(max(keep_from_b - self.b0, 0), self.n)
-        if drop:
-            for name in ("e", "cov", "den", "ssum", "sn", "ev"):
-                arr = getattr(self, name)
-                arr[: self.n - drop] = arr[drop: self.n]
-            self.n -= drop
-            self.b0 += drop
-
-
 class Pipeline:
     """Stateful stream core: feed :class:`Batch` es to :meth:`process`, collect rows.
 
@@ -154,7 +103,7 @@ class Pipeline:
         self.started = np.zeros(n_sites, np.bool_)
         self.last_data_b = np.full(n_sites, NO_TIME, np.int64)
         self.next_start: list[dict[str, int]] = [{} for _ in range(n_sites)]
-        self.hist = [_SiteHistory() for _ in range(n_sites)]
+        self.hist = [SiteHistory() for _ in range(n_sites)]
         self.metered = np.zeros((n_sites, N_ROLES), np.bool_)
         for i, s in enumerate(cfg.sites):
             for m in s.meters:
@@ -246,6 +195,18 @@ class Pipeline:
         out.rejected_index = bad.astype(np.int64)
         out.rejected_reason = [SCREEN_NAMES[int(c)] for c in codes[bad]]
         return out
+
+    def snapshot(self, site_ids: list[str]) -> bytes:
+        """Complete state of ``site_ids`` as bytes (see :mod:`pueflow.pipeline.state`)."""
+        from pueflow.pipeline import state
+
+        return state.snapshot(self, site_ids)
+
+    def restore(self, blob: bytes) -> list[str]:
+        """Load state made by :meth:`snapshot`; returns the site ids restored."""
+        from pueflow.pipeline import state
+
+        return state.restore(self, blob)
 
     def advance_watermark(self, watermark_ns: dict[int, int]) -> Output:
         """Move site watermarks forward (consume mode: a quiet feed still closes windows).
@@ -386,7 +347,7 @@ class Pipeline:
         if not hasattr(self, "ev_acc") or self.ev_acc.shape[1] < self._width:
             self._book_events(Batch.empty(), np.empty(0, np.int64), np.empty(0, np.int8),
                               np.empty(0, np.int32))
-        blocks: list[_Windows] = []
+        blocks: list[Windows] = []
         for i in range(len(self.cfg.sites)):
             if not self.started[i]:
                 continue
@@ -450,7 +411,7 @@ class Pipeline:
         starts = start + n * np.arange(k, dtype=np.int64)
         return starts, starts + n
 
-    def _emit_windows(self, i: int, closed_ns: int, tail_ns: int | None = None) -> list[_Windows]:
+    def _emit_windows(self, i: int, closed_ns: int, tail_ns: int | None = None) -> list[Windows]:
         """Sum closed base buckets into every complete window of site ``i``.
 
         At the end of a replay (``tail_ns`` = last reading) windows starting at or after it
@@ -480,7 +441,7 @@ class Pipeline:
             keep = np.ones(len(starts), bool)
             if tail_ns is not None:
                 keep = ~((starts >= tail_ns) & ~sn.any(axis=1) & ~e.any(axis=1))
-            blk = _Windows(i, w, starts[keep], den[keep], e[keep], cover[keep], means[keep],
+            blk = Windows(i, w, starts[keep], den[keep], e[keep], cover[keep], means[keep],
                            ev[keep])
             if len(blk.start):
                 out.append(blk)
@@ -489,7 +450,7 @@ class Pipeline:
         h.trim(min(self.next_start[i].values()) // self.base_ns)
         return out
 
-    def _kpi_frame(self, blocks: list[_Windows], quality: list[pl.DataFrame]) -> pl.DataFrame:
+    def _kpi_frame(self, blocks: list[Windows], quality: list[pl.DataFrame]) -> pl.DataFrame:
         site_idx = np.concatenate([np.full(len(b.start), b.site) for b in blocks])
         n = len(site_idx)
         energy = np.concatenate([b.e for b in blocks])
@@ -565,146 +526,3 @@ class Pipeline:
         # identical events (same identity) fold into one row with a count
         return (df.group_by(rw.identity_columns("quality"), maintain_order=True)
                 .agg(pl.col("count").sum(), pl.col("value").first(), pl.col("detail").first()))
-
-
-# ---------------------------------------------------------------------- checkpoint state
-#: Bumped whenever the snapshot layout changes.
-STATE_VERSION = 2
-
-def _snapshot(p: Pipeline, site_ids: list[str]) -> bytes:
-    """Serialise the state of ``site_ids`` (see :meth:`Pipeline.snapshot`)."""
-    import io
-    import json
-
-    reg = p.registry
-    n = len(reg)
-    index = {s.id: i for i, s in enumerate(p.cfg.sites)}
-    arrays: dict[str, np.ndarray] = {}
-    header: dict[str, Any] = {"version": STATE_VERSION, "base_ns": p.base_ns, "windows": p.windows,
-                              "sites": []}
-    site_of = reg.site[:n]
-    for sid in site_ids:
-        if sid not in index:
-            continue
-        i = index[sid]
-        ser = np.flatnonzero(site_of == i).astype(np.int64)
-        pend = p.pending
-        pm = reg.site[pend.series] == i if len(pend) else np.zeros(0, bool)
-        h = p.hist[i]
-        ev_acc = getattr(p, "ev_acc", np.zeros((len(p.cfg.sites), p._width, 3), np.int64))
-        header["sites"].append({
-            "id": sid, "max_t": int(p.site_max_t[i]), "wm": int(p.site_wm[i]),
-            "b0": int(p.site_b0[i]), "started": bool(p.started[i]),
-            "last_data_b": int(p.last_data_b[i]), "next_start": p.next_start[i],
-            "hist_b0": h.b0, "keys": [list(reg.keys[s]) for s in ser],
-        })
-        pre = f"{sid}/"
-        for name in ("last_t", "first_t", "last_v", "spike_run"):
-            arrays[pre + name] = getattr(p, name)[ser]
-        # only buckets from b0 to the newest reading can hold anything: save just those
-        used = 0
-        if p.started[i] and p.last_data_b[i] != NO_TIME:
-            used = int(min(max(p.last_data_b[i] - p.site_b0[i] + 1, 0), p._width))
-        for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):
-            arrays[pre + name] = getattr(p, name)[ser, :used]
-        arrays[pre + "ev_acc"] = ev_acc[i, :used]
-        for name in ("e", "cov", "den", "ssum", "sn", "ev"):
-            arrays[pre + "h_" + name] = getattr(h, name)[: h.n]
-        # pending readings name their series by position in this site's key list
-        arrays[pre + "p_series"] = np.searchsorted(ser, pend.series[pm]).astype(np.int32)
-        arrays[pre + "p_time"] = pend.time_ns[pm]
-        arrays[pre + "p_value"] = pend.value[pm]
-    buf = io.BytesIO()
-    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
-    return buf.getvalue()
-
-
-def _restore(p: Pipeline, blob: bytes) -> list[str]:
-    import io
-    import json
-
-    from pueflow.exceptions import StateError
-
-    try:
-        z = np.load(io.BytesIO(blob), allow_pickle=False)
-        header = json.loads(z["header"].tobytes())
-    except Exception as exc:  # noqa: BLE001 - any decode failure means unusable state
-        msg = f"checkpointed state is unreadable ({exc}); delete the state record to start fresh"
-        raise StateError(msg) from None
-    if header.get("version") != STATE_VERSION:
-        msg = (f"checkpointed state has format version {header.get('version')}; this pueflow "
-               f"reads version {STATE_VERSION}. Replay the history or reset the state topic")
-        raise StateError(msg)
-    if header.get("base_ns") != p.base_ns or header.get("windows") != p.windows:
-        msg = (f"checkpointed state was made with windows {header.get('windows')}; the config "
-               f"now has {p.windows}. Restore with the old config or reset the state topic")
-        raise StateError(msg)
-    index = {s.id: i for i, s in enumerate(p.cfg.sites)}
-    restored = []
-    for st in header["sites"]:
-        sid = st["id"]
-        if sid not in index:
-            continue
-        i = index[sid]
-        pre = f"{sid}/"
-        reg = p.registry
-        ser = np.array([reg.id(*k) for k in st["keys"]], np.int64)
-        p._alloc_series(len(reg))
-        p._widen(max(z[pre + "acc_e"].shape[1], 1))
-        # series of this site that the snapshot does not know start from nothing
-        n = len(reg)
-        stale = np.setdiff1d(np.flatnonzero(reg.site[:n] == i), ser)
-        p.last_t[stale] = NO_TIME
-        p.first_t[stale] = NO_TIME
-        p.last_v[stale] = 0.0
-        p.spike_run[stale] = 0
-        for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):
-            getattr(p, name)[stale] = 0
-        for name in ("last_t", "first_t", "last_v", "spike_run"):
-            getattr(p, name)[ser] = z[pre + name]
-        for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):
-            src = z[pre + name]
-            dst = getattr(p, name)
-            dst[ser] = 0
-            dst[ser, : src.shape[1]] = src
-        p.site_max_t[i], p.site_wm[i] = st["max_t"], st["wm"]
-        p.site_b0[i], p.started[i] = st["b0"], st["started"]
-        p.last_data_b[i] = st["last_data_b"]
-        p.next_start[i] = {k: int(v) for k, v in st["next_start"].items()}
-        h = _SiteHistory(b0=st["hist_b0"])
-        h.append(z[pre + "h_e"], z[pre + "h_cov"], z[pre + "h_den"], z[pre + "h_ssum"],
-                 z[pre + "h_sn"], z[pre + "h_ev"])
-        p.hist[i] = h
-        p._book_events(Batch.empty(), np.empty(0, np.int64), np.empty(0, np.int8),
-                       np.empty(0, np.int32))
-        ev = z[pre + "ev_acc"]
-        p.ev_acc[i] = 0
-        p.ev_acc[i, : ev.shape[0]] = ev
-        # replace this site's pending readings with the checkpointed ones
-        if len(p.pending):
-            keep = reg.site[p.pending.series] != i
-            p.pending = p.pending.take(keep)
-        ps = ser[z[pre + "p_series"]].astype(np.int32)
-        if len(ps):
-            p.pending = Batch.concat([p.pending, Batch(z[pre + "p_time"], ps, z[pre + "p_value"])])
-        restored.append(sid)
-    p._site_series_n = -1
-    return restored
-
-
-def _bind_state_methods() -> None:
-    def snapshot(self: Pipeline, site_ids: list[str]) -> bytes:
-        """Complete state of ``site_ids`` (watermarks, open buckets, per-series last
-        readings, pending readings, unemitted history) as bytes, keyed by series *names* so
-        it can be restored into a process whose registry numbered series differently."""
-        return _snapshot(self, site_ids)
-
-    def restore(self: Pipeline, blob: bytes) -> list[str]:
-        """Load state made by :meth:`snapshot`; returns the site ids restored."""
-        return _restore(self, blob)
-
-    Pipeline.snapshot = snapshot  # type: ignore[attr-defined]
-    Pipeline.restore = restore  # type: ignore[attr-defined]
-
-
-_bind_state_methods()
