@@ -23,12 +23,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from pueflow.config import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES, Config, parse_duration_ns
+from pueflow.config import ALL_ROLES, ROLE_INDEX, Config, parse_duration_ns
 from pueflow.pipeline import energy as en
-from pueflow.pipeline import kpi as kp
 from pueflow.pipeline import rows as rw
 from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.fleet import FleetAggregator
+from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
 from pueflow.pipeline.history import SiteHistory, Windows
 from pueflow.pipeline.registry import Registry
 from pueflow.pipeline.screen import (
@@ -44,11 +44,6 @@ from pueflow.pipeline.windows import DAY, rollup, shift_rows, window_end, window
 NO_TIME = en.NO_TIME
 N_ROLES = len(ALL_ROLES)
 EV_COLUMNS = {en.EV_ROLLOVER: 0, en.EV_RESET: 1, en.EV_GAP: 2}
-ENERGY_COLUMNS = tuple(
-    (r.replace(".", "_") + ("" if r.endswith(("_kwh", "_l")) else "_kwh"), ROLE_INDEX[r])
-    for r in ALL_ROLES if r not in SENSOR_ROLES
-)
-SENSOR_COLUMNS = tuple((r, ROLE_INDEX[r]) for r in SENSOR_ROLES)
 
 
 @dataclass
@@ -187,7 +182,7 @@ class Pipeline:
         self.stats["readings_in"] += len(batch)
         self.stats["readings_ok"] += len(batch) - len(bad)
         self.stats["readings_rejected"] += len(bad)
-        quality = [self._screen_quality(batch, bad, codes)] if len(bad) else []
+        quality = [screen_quality(self.registry, self.run, batch, bad, codes)] if len(bad) else []
         if len(bad) < len(batch):
             good = batch if not len(bad) else batch.take(ok)
             self.pending = Batch.concat([self.pending, good]) if len(self.pending) else good
@@ -290,7 +285,7 @@ class Pipeline:
         _, _, ss, tt, vv, ds, dt, dv = sort_dedup_arrays(r.series, r.time_ns, r.value,
                                                          n_series, False)
         if len(ds):
-            quality.append(self._quality_rows(Batch(dt, ds, dv), "duplicate"))
+            quality.append(quality_rows(self.registry, self.run, Batch(dt, ds, dv), "duplicate"))
         r = Batch(tt, ss, vv)
         first = np.flatnonzero(np.r_[True, r.series[1:] != r.series[:-1]])
         fs = r.series[first]
@@ -325,7 +320,7 @@ class Pipeline:
             for c, name in en.EVENT_NAMES.items():
                 sel = idx[code == c]
                 if len(sel):
-                    quality.append(self._quality_rows(r.take(sel), name, ev_val[:n_ev][code == c]))
+                    quality.append(quality_rows(self.registry, self.run, r.take(sel), name, ev_val[:n_ev][code == c]))
         return quality
 
     def _book_events(self, r: Batch, idx, code, site) -> None:
@@ -367,7 +362,7 @@ class Pipeline:
             blocks.extend(self._emit_windows(i, b_end * self.base_ns, tail))
         if not blocks:
             return None
-        return self._kpi_frame(blocks, quality)
+        return kpi_frame(self.cfg, self.metered, self.run, blocks, quality)
 
     def _roll_site(self, i: int, ss: np.ndarray, a, nb: int) -> None:
         b0 = int(self.site_b0[i])
@@ -449,80 +444,3 @@ class Pipeline:
                                     self.tz[i])
         h.trim(min(self.next_start[i].values()) // self.base_ns)
         return out
-
-    def _kpi_frame(self, blocks: list[Windows], quality: list[pl.DataFrame]) -> pl.DataFrame:
-        site_idx = np.concatenate([np.full(len(b.start), b.site) for b in blocks])
-        n = len(site_idx)
-        energy = np.concatenate([b.e for b in blocks])
-        fields = np.empty((n, len(kp.KPI_FIELDS)))
-        flags = np.empty(n, np.int8)
-        for i in np.unique(site_idx):
-            sel = site_idx == i
-            f, fl = kp.compute(energy[sel], self.metered[i], self.cfg.sites[i].grid_co2_kg_per_kwh)
-            fields[sel] = f
-            flags[sel] = fl
-        metered = self.metered[site_idx]
-        ids = np.array([s.id for s in self.cfg.sites], dtype=object)
-        cats = np.array([str(s.pue_category) for s in self.cfg.sites], dtype=object)
-        cols: dict[str, Any] = {
-            "time": np.concatenate([b.start for b in blocks]).astype("datetime64[ns]"),
-            "site": ids[site_idx].tolist(),
-            "window": [b.window for b in blocks for _ in range(len(b.start))],
-            "category": cats[site_idx].tolist(),
-            "run": [self.run] * n,
-        }
-        for name, j in ENERGY_COLUMNS:
-            cols[name] = np.where(metered[:, j], energy[:, j], np.nan)
-        for j, name in enumerate(kp.KPI_FIELDS):
-            if name not in cols:
-                cols[name] = fields[:, j]
-        cols["facility_kwh"] = fields[:, kp.F["facility_kwh"]]
-        cover = np.concatenate([b.cover for b in blocks])
-        cols["coverage"] = cover
-        ev = np.concatenate([b.ev for b in blocks])
-        cols["rollovers"], cols["resets"], cols["gaps"] = ev[:, 0], ev[:, 1], ev[:, 2]
-        means = np.concatenate([b.means for b in blocks])
-        for name, j in SENSOR_COLUMNS:
-            cols[name] = means[:, j]
-        df = pl.DataFrame(cols).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
-        df = df.fill_nan(None)
-        data_rows = (np.concatenate([b.den for b in blocks]) > 0) & (cover > 0)
-        for flag, kind in ((kp.FLAG_NON_POSITIVE_IT, "non_positive_it"),
-                           (kp.FLAG_BETTER_THAN_PERFECT, "better_than_perfect")):
-            sel = np.flatnonzero((flags == flag) & data_rows)
-            if len(sel):
-                sub = df[sel]
-                quality.append(pl.DataFrame({
-                    "time": sub["time"], "site": sub["site"], "kind": [kind] * len(sel),
-                    "device": ["*"] * len(sel), "point": sub["window"], "run": [self.run] * len(sel),
-                    "count": np.ones(len(sel), np.int64),
-                    "value": (sub["facility_kwh"] / sub["it_kwh"]).fill_null(np.nan).to_numpy(),
-                    "detail": [f"window {w}: facility/IT not reported" for w in sub["window"]],
-                }))
-        return df
-
-    # ------------------------------------------------------------------ quality rows
-    def _quality_rows(self, b: Batch, kind: str, values: np.ndarray | None = None,
-                      detail: str = "") -> pl.DataFrame:
-        keys = self.registry.keys
-        ks = [keys[s] if 0 <= s < len(keys) else ("?", "?", "?") for s in b.series.tolist()]
-        n = len(b)
-        return pl.DataFrame({
-            "time": b.time_ns.astype("datetime64[ns]"),
-            "site": [k[0] for k in ks], "kind": [kind] * n,
-            "device": [k[1] for k in ks], "point": [k[2] for k in ks], "run": [self.run] * n,
-            "count": np.ones(n, np.int64),
-            "value": b.value if values is None else values,
-            "detail": [detail] * n,
-        }).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
-
-    def _screen_quality(self, batch: Batch, bad: np.ndarray, codes: np.ndarray) -> pl.DataFrame:
-        parts = []
-        for c, name in SCREEN_NAMES.items():
-            sel = bad[codes[bad] == c]
-            if len(sel):
-                parts.append(self._quality_rows(batch.take(sel), name))
-        df = pl.concat(parts)
-        # identical events (same identity) fold into one row with a count
-        return (df.group_by(rw.identity_columns("quality"), maintain_order=True)
-                .agg(pl.col("count").sum(), pl.col("value").first(), pl.col("detail").first()))

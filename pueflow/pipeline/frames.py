@@ -1,0 +1,105 @@
+"""Output frames of the core: KPI rows from complete windows, and quality rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pueflow.config import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES, Config
+from pueflow.pipeline import kpi as kp
+from pueflow.pipeline import rows as rw
+from pueflow.pipeline.batch import Batch
+from pueflow.pipeline.history import Windows
+from pueflow.pipeline.registry import Registry
+from pueflow.pipeline.screen import SCREEN_NAMES
+
+ENERGY_COLUMNS = tuple(
+    (r.replace(".", "_") + ("" if r.endswith(("_kwh", "_l")) else "_kwh"), ROLE_INDEX[r])
+    for r in ALL_ROLES if r not in SENSOR_ROLES
+)
+SENSOR_COLUMNS = tuple((r, ROLE_INDEX[r]) for r in SENSOR_ROLES)
+
+
+def kpi_frame(cfg: Config, metered: np.ndarray, run: str, blocks: list[Windows],
+              quality: list[pl.DataFrame]) -> pl.DataFrame:
+    """KPI rows of complete windows; null-PUE windows with data add quality rows."""
+    site_idx = np.concatenate([np.full(len(b.start), b.site) for b in blocks])
+    n = len(site_idx)
+    energy = np.concatenate([b.e for b in blocks])
+    fields = np.empty((n, len(kp.KPI_FIELDS)))
+    flags = np.empty(n, np.int8)
+    for i in np.unique(site_idx):
+        sel = site_idx == i
+        f, fl = kp.compute(energy[sel], metered[i], cfg.sites[i].grid_co2_kg_per_kwh)
+        fields[sel] = f
+        flags[sel] = fl
+    metered = metered[site_idx]
+    ids = np.array([s.id for s in cfg.sites], dtype=object)
+    cats = np.array([str(s.pue_category) for s in cfg.sites], dtype=object)
+    cols: dict[str, Any] = {
+        "time": np.concatenate([b.start for b in blocks]).astype("datetime64[ns]"),
+        "site": ids[site_idx].tolist(),
+        "window": [b.window for b in blocks for _ in range(len(b.start))],
+        "category": cats[site_idx].tolist(),
+        "run": [run] * n,
+    }
+    for name, j in ENERGY_COLUMNS:
+        cols[name] = np.where(metered[:, j], energy[:, j], np.nan)
+    for j, name in enumerate(kp.KPI_FIELDS):
+        if name not in cols:
+            cols[name] = fields[:, j]
+    cols["facility_kwh"] = fields[:, kp.F["facility_kwh"]]
+    cover = np.concatenate([b.cover for b in blocks])
+    cols["coverage"] = cover
+    ev = np.concatenate([b.ev for b in blocks])
+    cols["rollovers"], cols["resets"], cols["gaps"] = ev[:, 0], ev[:, 1], ev[:, 2]
+    means = np.concatenate([b.means for b in blocks])
+    for name, j in SENSOR_COLUMNS:
+        cols[name] = means[:, j]
+    df = pl.DataFrame(cols).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
+    df = df.fill_nan(None)
+    data_rows = (np.concatenate([b.den for b in blocks]) > 0) & (cover > 0)
+    for flag, kind in ((kp.FLAG_NON_POSITIVE_IT, "non_positive_it"),
+                       (kp.FLAG_BETTER_THAN_PERFECT, "better_than_perfect")):
+        sel = np.flatnonzero((flags == flag) & data_rows)
+        if len(sel):
+            sub = df[sel]
+            quality.append(pl.DataFrame({
+                "time": sub["time"], "site": sub["site"], "kind": [kind] * len(sel),
+                "device": ["*"] * len(sel), "point": sub["window"], "run": [run] * len(sel),
+                "count": np.ones(len(sel), np.int64),
+                "value": (sub["facility_kwh"] / sub["it_kwh"]).fill_null(np.nan).to_numpy(),
+                "detail": [f"window {w}: facility/IT not reported" for w in sub["window"]],
+            }))
+    return df
+
+
+def quality_rows(registry: Registry, run: str, b: Batch, kind: str,
+                 values: np.ndarray | None = None, detail: str = "") -> pl.DataFrame:
+    """One ``quality`` row per reading of ``b`` (``values`` replaces the readings' values)."""
+    keys = registry.keys
+    ks = [keys[s] if 0 <= s < len(keys) else ("?", "?", "?") for s in b.series.tolist()]
+    n = len(b)
+    return pl.DataFrame({
+        "time": b.time_ns.astype("datetime64[ns]"),
+        "site": [k[0] for k in ks], "kind": [kind] * n,
+        "device": [k[1] for k in ks], "point": [k[2] for k in ks], "run": [run] * n,
+        "count": np.ones(n, np.int64),
+        "value": b.value if values is None else values,
+        "detail": [detail] * n,
+    }).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
+
+def screen_quality(registry: Registry, run: str, batch: Batch, bad: np.ndarray,
+                   codes: np.ndarray) -> pl.DataFrame:
+    """Quality rows of the readings screening excluded; identical events fold into one."""
+    parts = []
+    for c, name in SCREEN_NAMES.items():
+        sel = bad[codes[bad] == c]
+        if len(sel):
+            parts.append(quality_rows(registry, run, batch.take(sel), name))
+    df = pl.concat(parts)
+    # identical events (same identity) fold into one row with a count
+    return (df.group_by(rw.identity_columns("quality"), maintain_order=True)
+            .agg(pl.col("count").sum(), pl.col("value").first(), pl.col("detail").first()))
