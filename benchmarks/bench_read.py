@@ -18,7 +18,8 @@ import numpy as np
 import polars as pl
 
 from pueflow.config import load_config
-from pueflow.connectors.files import COLUMNS, TelemetryWriter, iter_file
+from pueflow.connectors.files import COLUMNS, iter_file
+from pueflow.connectors.telemetry_writer import TelemetryWriter
 from pueflow.connectors.wire import decode_json, decode_line, encode_json, encode_line
 from pueflow.pipeline.registry import Registry
 

@@ -150,7 +150,7 @@ def simulate(cfg: Config, start: datetime, days: float, *, seed: int, step_s: fl
     writer: Any = out
     own = False
     if isinstance(out, str | Path):
-        from pueflow.connectors.files import TelemetryWriter
+        from pueflow.connectors.telemetry_writer import TelemetryWriter
 
         writer, own = TelemetryWriter(out), True
     kept: list[pl.DataFrame] = []
@@ -174,7 +174,7 @@ def simulate_to_file(cfg: Config, start: datetime, days: float, out_path: str | 
                      progress: bool = True) -> SimResult:
     """Write telemetry to ``out_path`` (``fmt`` parquet|csv|jsonl|lp, default from the
     extension) and ``truth.parquet`` + ``faults.parquet`` in the same directory."""
-    from pueflow.connectors.files import TelemetryWriter
+    from pueflow.connectors.telemetry_writer import TelemetryWriter
 
     path = Path(out_path)
     writer = TelemetryWriter(path, fmt)

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.connectors.files import write_telemetry
 from pueflow.connectors.kafka import ensure_topics
+from pueflow.connectors.telemetry_writer import write_telemetry
 from pueflow.connectors.wire import decode_json, decode_line
 from pueflow.pipeline.produce import run_produce
 from pueflow.pipeline.registry import Registry

@@ -16,14 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pueflow.config import load_config
-from pueflow.connectors.files import (
-    TelemetryWriter,
-    _read_ahead,
-    format_of,
-    iter_file,
-    telemetry_files,
-    write_telemetry,
-)
+from pueflow.connectors.files import _read_ahead, format_of, iter_file, telemetry_files
+from pueflow.connectors.telemetry_writer import TelemetryWriter, write_telemetry
 from pueflow.exceptions import InputFormatError
 from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.registry import Registry
