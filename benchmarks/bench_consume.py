@@ -35,7 +35,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pueflow.config import parse_config  # noqa: E402
+from pueflow.config.models import parse_config  # noqa: E402
 
 NS = 10**9
 #: Rates are timed after this fraction of the topic (every series seen once, kernels warm):
@@ -160,7 +160,7 @@ def bare_loop(bootstrap: str, topic: str, messages: int) -> tuple[float, float]:
 
 def service_run(cfg_doc: dict, messages: int) -> tuple[float, float, list[float], dict]:
     """Samples per second (wall, CPU) of the service, and its window-close latencies."""
-    from pueflow.pipeline.service import ConsumeService
+    from pueflow.modes.consume.service import ConsumeService
 
     cfg = parse_config(cfg_doc)
     svc = ConsumeService(cfg)
@@ -202,7 +202,7 @@ def rss_run(cfg_doc: dict, messages: int, tmp: Path) -> tuple[float, float]:
     path = tmp / "rss.toml"
     path.write_text(_toml(cfg_doc))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pueflow.pipeline.service", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "pueflow.modes.consume.service", "--config",
                              str(path), "--metrics-port", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ps = psutil.Process(proc.pid)

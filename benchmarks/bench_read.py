@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pueflow.config import load_config
+from pueflow.config.models import load_config
 from pueflow.connectors.files import COLUMNS, iter_file
 from pueflow.connectors.telemetry_writer import TelemetryWriter
 from pueflow.connectors.wire import decode_json, decode_line, encode_json, encode_line
-from pueflow.pipeline.registry import Registry
+from pueflow.schema.registry import Registry
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "tetouan-7.5mw.toml"
 T0 = 1_714_521_600 * 10**9  # 2024-05-01T00:00:00Z

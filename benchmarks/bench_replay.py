@@ -22,10 +22,10 @@ from pathlib import Path
 
 import polars as pl
 
-from pueflow.config import load_config
+from pueflow.config.models import load_config
 from pueflow.connectors.files import iter_file
-from pueflow.pipeline.registry import Registry
-from pueflow.pipeline.replay import replay
+from pueflow.modes.replay import replay
+from pueflow.schema.registry import Registry
 from pueflow.sim import simulate_to_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import optuna
 
-from pueflow.config import load_config
+from pueflow.config.models import load_config
+from pueflow.modes.tune.history import load_history, split_periods
+from pueflow.modes.tune.objective import Evaluator, resolve_space
+from pueflow.modes.tune.run import run_tune
+from pueflow.modes.tune.study import open_storage, storage_url
 from pueflow.optimizers.assets import apply_overrides, site_model
-from pueflow.optimizers.tune import run_tune
-from pueflow.optimizers.tune_history import load_history, split_periods
-from pueflow.optimizers.tune_objective import Evaluator, resolve_space
-from pueflow.optimizers.tune_study import open_storage, storage_url
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "tetouan-7.5mw.toml"
 START = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -94,7 +94,7 @@ def bench_jobs(cfg, truth: Path, trials: int, jobs: int, ref_s: float, folder: P
 
 def stress(folder: Path) -> None:
     """Many short trials from 2 workers: does SQLite's locking bite, against a journal file?"""
-    from pueflow.config import parse_config
+    from pueflow.config.models import parse_config
     from pueflow.optimizers.synthetic import synthetic_history
     from pueflow.optimizers.testing import tiny_dispatch
 

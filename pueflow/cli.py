@@ -35,7 +35,7 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from pueflow.config import load_config
+    from pueflow.config.models import load_config
 
     if not args.config:
         msg = "no config: pass --config FILE or set PUEFLOW_CONFIG (examples are in config/)"
@@ -48,7 +48,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from pueflow.config import load_config
+    from pueflow.config.models import load_config
 
     console = Console()
     bad = 0
@@ -70,8 +70,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pueflow.pipeline.replay import replay
-    from pueflow.pipeline.summary import quality_counts, render, summarise
+    from pueflow.modes.replay import replay
+    from pueflow.modes.summary import quality_counts, render, summarise
 
     cfg = _load(args)
     t_from = parse_time_ns(args.time_from, "--from") if args.time_from else None
@@ -92,7 +92,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from pueflow.connectors.parquet_store import read_store
-    from pueflow.pipeline.summary import render, summarise
+    from pueflow.modes.summary import render, summarise
 
     kpi = read_store(args.store, "kpi")
     quality = read_store(args.store, "quality")
@@ -114,7 +114,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pueflow.demo import run_demo
+    from pueflow.modes.demo import run_demo
 
     run_demo(config=args.config or "config/tetouan-7.5mw.toml", out=args.out, days=args.days,
              seed=args.seed)
@@ -122,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from pueflow.pipeline.service import run_consume
+    from pueflow.modes.consume.service import run_consume
 
     cfg = _load(args)
     run_consume(cfg, metrics_port=args.metrics_port, run=args.run, max_seconds=args.max_seconds)
@@ -130,7 +130,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from pueflow.pipeline.produce import run_produce
+    from pueflow.modes.produce import run_produce
 
     cfg = _load(args)
     run_produce(cfg, args.input, rate=args.rate, fmt=args.format)
@@ -138,8 +138,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from pueflow.optimizers.tune import run_tune
-    from pueflow.optimizers.tune_report import num
+    from pueflow.modes.tune.report import num
+    from pueflow.modes.tune.run import run_tune
 
     cfg = _load(args)
     res = run_tune(cfg, args.input, trials=args.trials, jobs=args.jobs, storage=args.storage,

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pueflow.config import Config, parse_config
+from pueflow.config.models import Config, parse_config
 from pueflow.pipeline import energy as en
-from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.core import Pipeline
+from pueflow.schema.batch import Batch
 
 NS = 10**9
 #: 2024-03-30 22:00 UTC: a few hours before Europe/Madrid's spring-forward.

@@ -1,4 +1,4 @@
-"""Telemetry files: chunked readers into :class:`~pueflow.pipeline.batch.Batch` and writers.
+"""Telemetry files: chunked readers into :class:`~pueflow.schema.batch.Batch` and writers.
 
 Parquet and CSV hold the canonical long form (time, site, device, point, value); ``.jsonl``
 holds Telegraf JSON (one metric or batch a line), ``.lp`` line protocol. A directory reads
@@ -35,11 +35,11 @@ import pyarrow.parquet as pq
 
 from pueflow.connectors.wire import decode_json, decode_line_text, unit_ns
 from pueflow.exceptions import InputFormatError
-from pueflow.pipeline.batch import Batch
+from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
 
-    from pueflow.pipeline.registry import Registry
+    from pueflow.schema.registry import Registry
 
 T = TypeVar("T")
 COLUMNS = ("time", "site", "device", "point", "value")

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pueflow.exceptions import SinkBackpressure, SinkError
-from pueflow.pipeline import rows as rw
+from pueflow.schema import rows as rw
 
 if TYPE_CHECKING:
-    from pueflow.config import Sink
+    from pueflow.config.models import Sink
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def to_lines(measurement: str, df: pl.DataFrame, extra_tags: dict[str, str] | No
              ) -> list[str]:
     """Line-protocol strings of the rows of one measurement (see module docstring).
 
-    Tags are the measurement's tag columns (:mod:`pueflow.pipeline.rows`) present in ``df``;
+    Tags are the measurement's tag columns (:mod:`pueflow.schema.rows`) present in ``df``;
     every other column except ``time`` is a field. Timestamps are ns since the epoch.
     """
     if df.height == 0:

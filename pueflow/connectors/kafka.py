@@ -4,7 +4,7 @@ state topic.
 Everything here is I/O; no arithmetic. kafka-python is imported lazily so the package
 imports without the ``[kafka]`` extra.
 
-Security comes from :class:`~pueflow.config.KafkaConfig`: ``security_protocol`` (PLAINTEXT,
+Security comes from :class:`~pueflow.config.models.KafkaConfig`: ``security_protocol`` (PLAINTEXT,
 SSL, SASL_PLAINTEXT, SASL_SSL), ``sasl_mechanism`` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
 with the user name and password read from the environment variables the config names, and
 the SSL files. Secrets are never logged nor kept outside the client's own config.
@@ -27,7 +27,7 @@ from pueflow.exceptions import ConfigError, StateError
 if TYPE_CHECKING:
     from kafka import KafkaConsumer, KafkaProducer
 
-    from pueflow.config import KafkaConfig
+    from pueflow.config.models import KafkaConfig
 
 log = logging.getLogger(__name__)
 

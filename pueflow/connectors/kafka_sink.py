@@ -15,10 +15,10 @@ import orjson
 import polars as pl
 
 from pueflow.exceptions import SinkBackpressure
-from pueflow.pipeline import rows as rw
+from pueflow.schema import rows as rw
 
 if TYPE_CHECKING:
-    from pueflow.config import KafkaConfig, Sink
+    from pueflow.config.models import KafkaConfig, Sink
 
 
 def to_messages(measurement: str, df: pl.DataFrame) -> list[tuple[bytes, bytes]]:

@@ -7,7 +7,7 @@ file per partition (dates are UTC), readable with::
 
 Writes are idempotent: :meth:`ParquetStore.flush` merges buffered rows into each
 partition's file (read existing, concatenate, keep the last row per identity
-(:func:`~pueflow.pipeline.rows.identity_columns`), sort, write a temp file, fsync, atomic
+(:func:`~pueflow.schema.rows.identity_columns`), sort, write a temp file, fsync, atomic
 rename), so a row written twice (a retried checkpoint, a process restart, a second replay
 of the same window) ends up once and the later write wins. A per-partition lock file keeps
 two processes from losing each other's rows.
@@ -25,7 +25,7 @@ from urllib.parse import quote
 import polars as pl
 
 from pueflow.exceptions import SinkError
-from pueflow.pipeline.rows import TIME, TIME_DTYPE, identity_columns, tag_columns
+from pueflow.schema.rows import TIME, TIME_DTYPE, identity_columns, tag_columns
 
 try:
     import fcntl

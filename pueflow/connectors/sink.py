@@ -2,7 +2,7 @@
 
 A checkpoint calls :meth:`Sink.flush` on every sink before it commits offsets, so ``flush``
 must leave everything written so far durable, or raise. Rows follow
-:mod:`pueflow.pipeline.rows`: a ``time`` column (``Datetime("ns", "UTC")``), the tag
+:mod:`pueflow.schema.rows`: a ``time`` column (``Datetime("ns", "UTC")``), the tag
 columns of the measurement, and field columns; a row's identity is (measurement, tags,
 time), so writing it again overwrites it.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import polars as pl
 
-    from pueflow.config import Config
+    from pueflow.config.models import Config
 
 
 @runtime_checkable

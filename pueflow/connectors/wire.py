@@ -1,7 +1,7 @@
 """The two wire formats Telegraf emits: its JSON serializer and InfluxDB line protocol.
 
 Decoders turn a list of message payloads into one :class:`Decoded` (a columnar
-:class:`~pueflow.pipeline.batch.Batch` plus, for each reading, the payload it came from and
+:class:`~pueflow.schema.batch.Batch` plus, for each reading, the payload it came from and
 a list of per-payload problems). A series is (tag ``site``, tag ``device`` or else the
 measurement name, field name). Every payload yields readings, an error, or both; nothing is
 dropped silently. Unknown series still get an id (the pipeline reports them, not the
@@ -23,10 +23,10 @@ import numpy as np
 import orjson
 import polars as pl
 
-from pueflow.pipeline.batch import Batch
+from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
-    from pueflow.pipeline.registry import Registry
+    from pueflow.schema.registry import Registry
 
 UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _I64_MAX = np.iinfo(np.int64).max

@@ -19,7 +19,7 @@ Layout (formulation, solving and results kept apart):
 - ``dispatcher``  :class:`Dispatcher`, the bridge to the streaming core
 - ``synthetic``, ``testing``  histories and small sites for tests and benchmarks
 
-Nothing heavy is imported here: :mod:`pueflow.config` imports ``spec`` at start-up.
+Nothing heavy is imported here: :mod:`pueflow.config.models` imports ``spec`` at start-up.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "DispatchSpec": "pueflow.optimizers.spec",
+    "DispatchSpec": "pueflow.config.dispatch",
     "SiteModel": "pueflow.optimizers.assets",
     "site_model": "pueflow.optimizers.assets",
     "Forecaster": "pueflow.optimizers.forecast",

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from pueflow.config.dispatch import DispatchSpec, clock_hours, duration_s
 from pueflow.exceptions import OptimizerError
 from pueflow.optimizers import plant
-from pueflow.optimizers.spec import DispatchSpec, clock_hours, duration_s
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def _jobs(spec: DispatchSpec, loops: tuple[Loop, ...], max_price: float) -> tupl
 
 
 def site_model(site: Any, overrides: dict[str, Any] | None = None) -> SiteModel:
-    """Resolve ``site`` (a :class:`pueflow.config.Site`) into a :class:`SiteModel`.
+    """Resolve ``site`` (a :class:`pueflow.config.models.Site`) into a :class:`SiteModel`.
 
     Raises
     ------

@@ -21,10 +21,10 @@ import numpy as np
 import polars as pl
 
 from pueflow.exceptions import OptimizerError
+from pueflow.jit import njit
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.solar import clearsky_ghi
 from pueflow.optimizers.tariff import calendar
-from pueflow.pipeline.jit import njit
 
 FIELDS = ("pv_kw", "wind_kw", "it_kw", "ambient_c")
 OPTIONAL_FIELDS = ("price_per_kwh", "carbon_kg_per_kwh")

@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from pueflow.pipeline.jit import njit
+from pueflow.jit import njit
 
 P_HEAT, P_DT, P_APPROACH, P_FAN, P_PUMP, P_CHILLER, P_CARNOT, P_LIFT = range(8)
 N_PARAMS = 8

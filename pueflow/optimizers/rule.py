@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 
+from pueflow.jit import njit
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.horizon import Problem
 from pueflow.optimizers.plan import Plan
-from pueflow.pipeline.jit import njit
 
 #: A job must run when the work left exceeds this share of what full power can still do.
 MUST_RUN_MARGIN = 0.9

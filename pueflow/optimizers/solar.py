@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from pueflow.pipeline.jit import njit
+from pueflow.jit import njit
 
 NS_PER_DAY = 86_400_000_000_000
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from pueflow.config.dispatch import clock_hours
 from pueflow.optimizers.assets import SiteModel
-from pueflow.optimizers.spec import clock_hours
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pueflow.config import Site, parse_config
+from pueflow.config.dispatch import DispatchSpec
+from pueflow.config.models import Site, parse_config
 from pueflow.optimizers.forecast import Forecast
-from pueflow.optimizers.spec import DispatchSpec
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

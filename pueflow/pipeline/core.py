@@ -23,14 +23,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from pueflow.config import ALL_ROLES, ROLE_INDEX, Config, parse_duration_ns
+from pueflow.config.models import ALL_ROLES, ROLE_INDEX, Config, parse_duration_ns
 from pueflow.pipeline import energy as en
-from pueflow.pipeline import rows as rw
-from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
 from pueflow.pipeline.history import SiteHistory, Windows
-from pueflow.pipeline.registry import Registry
 from pueflow.pipeline.screen import (
     OK,
     SCREEN_NAMES,
@@ -40,6 +37,9 @@ from pueflow.pipeline.screen import (
     sort_dedup_arrays,
 )
 from pueflow.pipeline.windows import DAY, rollup, shift_rows, window_end, window_start
+from pueflow.schema import rows as rw
+from pueflow.schema.batch import Batch
+from pueflow.schema.registry import Registry
 
 NO_TIME = en.NO_TIME
 N_ROLES = len(ALL_ROLES)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pueflow.pipeline.jit import njit
+from pueflow.jit import njit
 
 NS_PER_HOUR = 3_600_000_000_000.0
 NO_TIME = np.iinfo(np.int64).min
@@ -103,7 +103,7 @@ def integrate(time_ns, series, value, kind, register_max, jitter, max_gap_ns, ma
     time_ns, series, value : arrays [int64 ns], [int32], [float64]
         Readings sorted by (series, time), one reading per (series, time).
     kind, register_max, jitter, max_gap_ns, max_kw, site_of : arrays indexed by series
-        Meter parameters (:class:`~pueflow.pipeline.registry.Registry`).
+        Meter parameters (:class:`~pueflow.schema.registry.Registry`).
     b0_of_site : array [int64]
         First bucket index held in the accumulators, per site (slot = bucket - b0).
     base_ns : int

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from pueflow.config import ROLE_INDEX, Config, Site
+from pueflow.config.models import ROLE_INDEX, Config, Site
 from pueflow.pipeline.windows import DAY, local_date
 
 R = ROLE_INDEX

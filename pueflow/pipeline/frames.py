@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pueflow.config import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES, Config
+from pueflow.config.models import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES, Config
 from pueflow.pipeline import kpi as kp
-from pueflow.pipeline import rows as rw
-from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.history import Windows
-from pueflow.pipeline.registry import Registry
 from pueflow.pipeline.screen import SCREEN_NAMES
+from pueflow.schema import rows as rw
+from pueflow.schema.batch import Batch
+from pueflow.schema.registry import Registry
 
 ENERGY_COLUMNS = tuple(
     (r.replace(".", "_") + ("" if r.endswith(("_kwh", "_l")) else "_kwh"), ROLE_INDEX[r])

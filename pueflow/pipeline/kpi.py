@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pueflow.config import COOLING_SUBSYSTEMS, ROLE_INDEX
-from pueflow.pipeline.jit import njit
+from pueflow.config.models import COOLING_SUBSYSTEMS, ROLE_INDEX
+from pueflow.jit import njit
 
 R = ROLE_INDEX
 N_ROLES = len(ROLE_INDEX)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pueflow.pipeline.jit import njit
+from pueflow.jit import njit
 
 OK, UNKNOWN, FUTURE, INVALID, SPIKE, LATE = 0, 1, 2, 3, 4, 5
 #: Quality kind for each screen code.

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pueflow.exceptions import StateError
-from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.energy import NO_TIME
 from pueflow.pipeline.history import SiteHistory
+from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
     from pueflow.pipeline.core import Pipeline

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from pueflow.config import parse_duration_ns
-from pueflow.pipeline.jit import njit
+from pueflow.config.models import parse_duration_ns
+from pueflow.jit import njit
 
 DAY = "1d"
 

@@ -1,7 +1,7 @@
 """Physics-based telemetry simulator: weather, PV, wind, GPU load, cooling, electrical,
 battery and meters of the sites in a config, with ground truth and a fault list.
 
-``pueflow.config`` imports :mod:`pueflow.sim.spec`, so the public names below are loaded
+``pueflow.config.models`` imports :mod:`pueflow.config.plant`, so the public names below are loaded
 lazily to keep that import free of cycles.
 """
 

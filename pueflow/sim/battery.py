@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pueflow.pipeline.jit import njit
-from pueflow.sim.spec import BatterySpec
+from pueflow.config.plant import BatterySpec
+from pueflow.jit import njit
 
 
 @njit

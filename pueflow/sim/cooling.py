@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pueflow.sim.spec import CduSpec, ChillerSpec, CrahSpec, ImmersionSpec, PlantSpec
+from pueflow.config.plant import CduSpec, ChillerSpec, CrahSpec, ImmersionSpec, PlantSpec
 
 
 @dataclass

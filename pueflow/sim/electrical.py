@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pueflow.sim.spec import ElectricalSpec
+from pueflow.config.plant import ElectricalSpec
 
 #: Power factor used to turn kW into transformer kVA loading.
 POWER_FACTOR = 0.95

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from pueflow.pipeline.jit import njit
-from pueflow.sim.spec import LoadSpec
+from pueflow.config.plant import LoadSpec
+from pueflow.jit import njit
 
 IDLE, STARTUP, TRAIN, CHECKPOINT, FAILED = 0, 1, 2, 3, 4
 #: Parameter vector layout of :func:`_training_kernel`.

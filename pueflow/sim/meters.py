@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pueflow.pipeline.jit import njit
-from pueflow.sim.spec import MeterFaultSpec
+from pueflow.config.plant import MeterFaultSpec
+from pueflow.jit import njit
 
 POWER, REGISTER, SENSOR = 0, 1, 2
 NONE, GAP, SPIKE, DUPLICATE, LATE, OUT_OF_ORDER, NAN, JITTER, RESET, GAP_CONT = range(10)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pueflow.config import Site
+from pueflow.config.models import Site
 from pueflow.exceptions import ConfigError
-from pueflow.pipeline.registry import DEFAULT_MAX_KW_FACTOR
+from pueflow.schema.registry import DEFAULT_MAX_KW_FACTOR
 from pueflow.sim.meters import POWER, REGISTER, SENSOR, SeriesTable
 
 _KIND_NAME = {POWER: "power", REGISTER: "register", SENSOR: "sensor"}

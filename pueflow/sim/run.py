@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from pueflow.config import Config, parse_duration_ns
+from pueflow.config.models import Config, parse_duration_ns
 from pueflow.sim.meters import FAULT_SCHEMA
 from pueflow.sim.site import SiteSim
 from pueflow.sim.truth import COLUMNS as TRUTH_COLUMNS

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import polars as pl
 
-from pueflow.config import Site
+from pueflow.config.models import Site
 from pueflow.sim import cooling, electrical, weather
 from pueflow.sim.battery import Battery
 from pueflow.sim.load import RackLoad

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pueflow.config.plant import PvSpec
 from pueflow.exceptions import ConfigError
-from pueflow.sim.spec import PvSpec
 from pueflow.sim.weather import Weather
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.signal import lfilter
 from scipy.special import ndtr
 
-from pueflow.sim.spec import ClimateSpec
+from pueflow.config.plant import ClimateSpec
 
 GRID_S = 60
 _NS = 10**9

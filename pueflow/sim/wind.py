@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 
+from pueflow.config.plant import WindSpec
 from pueflow.exceptions import ConfigError
-from pueflow.sim.spec import WindSpec
 from pueflow.sim.weather import ar1
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pueflow.config import Config, parse_config
-from pueflow.pipeline.batch import Batch
+from pueflow.config.models import Config, parse_config
 from pueflow.pipeline.core import Pipeline
+from pueflow.schema.batch import Batch
 
 ROOT = Path(__file__).resolve().parents[2]
 TETOUAN = ROOT / "config" / "tetouan-7.5mw.toml"

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from pueflow.connectors.kafka import ensure_topics
-from pueflow.pipeline.produce import produce_frame
-from pueflow.pipeline.service import ConsumeService
+from pueflow.modes.consume.service import ConsumeService
+from pueflow.modes.produce import produce_frame
 from tests.integration.conftest import http_get
 from tests.integration.helpers import (
     compare,

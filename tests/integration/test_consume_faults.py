@@ -16,7 +16,7 @@ import time
 import pytest
 
 from pueflow.connectors.kafka import ensure_topics
-from pueflow.pipeline.produce import produce_frame
+from pueflow.modes.produce import produce_frame
 from tests.integration.helpers import (
     compare,
     kpi_points,

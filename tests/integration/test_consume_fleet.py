@@ -10,11 +10,11 @@ import orjson
 import polars as pl
 import pytest
 
-from pueflow.config import parse_config
+from pueflow.config.models import parse_config
 from pueflow.connectors.kafka import ensure_topics
 from pueflow.connectors.parquet_store import read_store
-from pueflow.pipeline.produce import produce_frame
-from pueflow.pipeline.service import ConsumeService
+from pueflow.modes.consume.service import ConsumeService
+from pueflow.modes.produce import produce_frame
 from tests.integration.helpers import recent_start, telemetry, wait_for
 from tests.integration.test_consume import run_in_thread
 

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from pueflow.connectors.kafka import build_producer, ensure_topics
-from pueflow.pipeline.produce import encode_keyed
-from pueflow.pipeline.service import ConsumeService
+from pueflow.modes.consume.service import ConsumeService
+from pueflow.modes.produce import encode_keyed
 from tests.integration.helpers import (
     compare,
     kpi_points,

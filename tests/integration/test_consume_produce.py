@@ -12,8 +12,8 @@ import pytest
 from pueflow.connectors.kafka import ensure_topics
 from pueflow.connectors.telemetry_writer import write_telemetry
 from pueflow.connectors.wire import decode_json, decode_line
-from pueflow.pipeline.produce import run_produce
-from pueflow.pipeline.registry import Registry
+from pueflow.modes.produce import run_produce
+from pueflow.schema.registry import Registry
 from tests.integration.helpers import make_config, recent_start, site_ids, telemetry
 
 pytestmark = [pytest.mark.integration]
@@ -80,7 +80,7 @@ def test_produce_rate_limit(broker, names, tmp_path):
 
 
 def test_kafka_sink_round_trip(broker, names, tmp_path):
-    from pueflow.config import Sink
+    from pueflow.config.models import Sink
     from pueflow.connectors.kafka_sink import KafkaSink
 
     cfg = make_config(tmp_path / "c.toml", bootstrap=broker.bootstrap, names=names, vm_url=None)

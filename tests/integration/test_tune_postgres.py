@@ -91,9 +91,9 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path]:
     """A config file and a history for the tiny site of the unit tests."""
+    from pueflow.modes.tune.best_config import dumps
     from pueflow.optimizers.assets import site_model
     from pueflow.optimizers.synthetic import synthetic_history
-    from pueflow.optimizers.tune_config import dumps
     from tests.unit.test_tune import START, tiny_cfg, tiny_data
 
     d = tmp_path_factory.mktemp("tune-pg")
@@ -126,8 +126,8 @@ def test_two_workers_on_two_machines_join_one_postgres_study(postgres_url, setup
     assert all(t.state.is_finished() for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
     # the coordinator writes the report from the shared study without running more trials
-    from pueflow.config import load_config
-    from pueflow.optimizers.tune import run_tune
+    from pueflow.config.models import load_config
+    from pueflow.modes.tune.run import run_tune
 
     res = run_tune(load_config(cfg), hist, trials=TRIALS, storage=postgres_url, study="shared",
                    out=tmp_path / "report", progress=False)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pueflow.config import ALL_ROLES, ROLE_INDEX
+from pueflow.config.models import ALL_ROLES, ROLE_INDEX
 from pueflow.pipeline import energy as en
 from pueflow.pipeline import kpi as kp
 from pueflow.pipeline import screen as sc

@@ -4,7 +4,7 @@ Configs are generated (sites in random jurisdictions; sinks of random jurisdicti
 GLOBAL, with random sites, measurements and ``min_window``; random routing rules and
 allow-lists), then random kpi / quality / setpoint / fleet frames go through
 ``Router.rows_for``. Each output is compared with a model written here from the rules in
-DESIGN.md and issue 7, independent of ``pueflow.sovereignty``:
+DESIGN.md and issue 7, independent of ``pueflow.sovereignty.router``:
 
 - no row with a device-level column, and no row of a window finer than the rule allows,
   ever reaches a sink of another jurisdiction;
@@ -21,9 +21,9 @@ import polars as pl
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pueflow.config import parse_config
+from pueflow.config.models import parse_config
 from pueflow.exceptions import ConfigError
-from pueflow.sovereignty import Router
+from pueflow.sovereignty.router import Router
 
 COUNTRIES = ["MA", "ES", "US", "SN"]
 SECONDS = {"1m": 60, "15m": 900, "1h": 3600, "2h": 7200, "1d": 86400}

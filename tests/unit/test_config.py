@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pueflow.cli import main
-from pueflow.config import load_config, parse_config, parse_duration_ns
+from pueflow.config.models import load_config, parse_config, parse_duration_ns
 from pueflow.exceptions import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

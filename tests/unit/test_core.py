@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.core import Pipeline
+from pueflow.schema.batch import Batch
 from tests import naive
 from tests.conftest import (
     NS,

@@ -8,13 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config import load_config
+from pueflow.config.models import load_config
 from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.assets import site_model
 from pueflow.optimizers.dispatcher import SETPOINT_FIELDS, Dispatcher
 from pueflow.optimizers.synthetic import synthetic_history
 from pueflow.optimizers.testing import kpi_rows, tiny_config, tiny_dispatch
-from pueflow.pipeline import rows as rw
+from pueflow.schema import rows as rw
 
 START = dt.datetime(2025, 7, 1, tzinfo=dt.UTC)
 NS = 10**9
@@ -140,8 +140,8 @@ def test_example_configs_dispatch_every_site():
 
 def test_through_the_streaming_core():
     """The core hands closed windows to the dispatcher and emits its setpoints."""
-    from pueflow.pipeline.batch import Batch
     from pueflow.pipeline.core import Pipeline
+    from pueflow.schema.batch import Batch
 
     cfg = _cfg()
     pipe = Pipeline(cfg, dispatcher=Dispatcher(cfg), run="t", clock_ns=lambda: 4 * 10**18)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pueflow.config import load_config
+from pueflow.config.models import load_config
+from pueflow.modes.tune.history import load_history
 from pueflow.optimizers.assets import site_model
 from pueflow.optimizers.backtest import compare
-from pueflow.optimizers.tune_history import load_history
 from pueflow.sim import simulate_to_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from pueflow.config import Site, load_config, parse_config
+from pueflow.config.dispatch import DispatchSpec, clock_hours, duration_s
+from pueflow.config.models import Site, load_config, parse_config
 from pueflow.exceptions import ConfigError, OptimizerError
 from pueflow.optimizers.assets import apply_overrides, site_model
-from pueflow.optimizers.spec import DispatchSpec, clock_hours, duration_s
 from pueflow.optimizers.tariff import calendar, in_window, signals
 from pueflow.optimizers.testing import tiny_config, tiny_site
 

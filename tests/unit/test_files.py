@@ -15,12 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pueflow.config import load_config
+from pueflow.config.models import load_config
 from pueflow.connectors.files import _read_ahead, format_of, iter_file, telemetry_files
 from pueflow.connectors.telemetry_writer import TelemetryWriter, write_telemetry
 from pueflow.exceptions import InputFormatError
-from pueflow.pipeline.batch import Batch
-from pueflow.pipeline.registry import Registry
+from pueflow.schema.batch import Batch
+from pueflow.schema.registry import Registry
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml"
 T0 = 1_714_564_800 * 10**9  # 2024-05-01T12:00:00Z

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config import ALL_ROLES, ROLE_INDEX, parse_config
-from pueflow.pipeline.batch import Batch
+from pueflow.config.models import ALL_ROLES, ROLE_INDEX, parse_config
 from pueflow.pipeline.core import Pipeline
 from pueflow.pipeline.fleet import FleetAggregator, fleet_row, site_totals
+from pueflow.schema.batch import Batch
 
 NS = 10**9
 FLEET_PUE = 175.0 / 150.0  # A: IT 100 at 1.10, B: IT 50 at 1.30

@@ -8,7 +8,7 @@ import time
 import polars as pl
 import pytest
 
-from pueflow.config import Sink
+from pueflow.config.models import Sink
 from pueflow.connectors.influx import InfluxSink, _Retry, _retry_after, _Skip, to_lines
 from pueflow.exceptions import SinkBackpressure, SinkError
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from pueflow.config import ALL_ROLES, ROLE_INDEX
+from pueflow.config.models import ALL_ROLES, ROLE_INDEX
 from pueflow.pipeline import fleet as fl
 from pueflow.pipeline import kpi as kp
 from tests import naive

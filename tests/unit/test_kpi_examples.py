@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pueflow.config import ROLE_INDEX
+from pueflow.config.models import ROLE_INDEX
 from pueflow.pipeline import energy as en
 from pueflow.pipeline import fleet as fl
 from pueflow.pipeline import kpi as kp

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config import parse_config
-from pueflow.pipeline.batch import Batch
+from pueflow.config.models import parse_config
 from pueflow.pipeline.core import Pipeline
 from pueflow.pipeline.windows import local_date, window_end, window_start
+from pueflow.schema.batch import Batch
 
 NS = 10**9
 LOAD_KW = 100.0

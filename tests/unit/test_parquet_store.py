@@ -7,11 +7,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.config import load_config
+from pueflow.config.models import load_config
 from pueflow.connectors.parquet_store import ParquetStore, read_store, store_files
 from pueflow.connectors.sink import Sink, build_sinks
 from pueflow.exceptions import SinkError
-from pueflow.pipeline.rows import TIME_DTYPE, identity_columns
+from pueflow.schema.rows import TIME_DTYPE, identity_columns
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml"
 T0 = 1_714_600_800 * 10**9  # 2024-05-01T22:00:00Z: two hours span two UTC dates

@@ -16,13 +16,13 @@ import orjson
 import polars as pl
 import pytest
 
-from pueflow.config import parse_config
+from pueflow.config.models import parse_config
 from pueflow.connectors import kafka as kc
 from pueflow.exceptions import ConfigError, SinkBackpressure, StateError
-from pueflow.pipeline.batch import Batch
+from pueflow.modes.consume.service import ConsumeService, _fold, _kind
+from pueflow.modes.produce import encode_keyed
 from pueflow.pipeline.core import Pipeline
-from pueflow.pipeline.produce import encode_keyed
-from pueflow.pipeline.service import ConsumeService, _fold, _kind
+from pueflow.schema.batch import Batch
 from tests.unit import fake_kafka
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -358,10 +358,10 @@ def test_dead_letters_resend_failures_and_raise_backpressure():
 
 
 def test_kafka_sink_messages_and_retry():
-    from pueflow.config import Sink
+    from pueflow.config.models import Sink
     from pueflow.connectors.kafka_sink import KafkaSink, to_messages
     from pueflow.connectors.wire import decode_json
-    from pueflow.pipeline.registry import Registry
+    from pueflow.schema.registry import Registry
 
     df = pl.DataFrame({"time": [T0, T0 + 60 * NS], "site": ["s-a", "s-b"], "asset": ["bess", ""],
                        "run": ["", ""], "battery_kw": [100.0, None],
@@ -390,7 +390,7 @@ def test_kafka_sink_messages_and_retry():
 
 def test_encode_keyed_keys_by_site_and_round_trips():
     from pueflow.connectors.wire import decode_json
-    from pueflow.pipeline.registry import Registry
+    from pueflow.schema.registry import Registry
 
     df = telemetry(minutes=2)
     pairs = list(encode_keyed(df, "json", timestamp_unit="ms", per_message=3))

@@ -10,11 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config import load_config, parse_config
+from pueflow.config.models import load_config, parse_config
+from pueflow.config.plant import PlantSpec
 from pueflow.exceptions import ConfigError
 from pueflow.sim import simulate, simulate_to_file
 from pueflow.sim.cooling import heat_sink
-from pueflow.sim.spec import PlantSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 JULY = datetime(2026, 7, 20, tzinfo=UTC)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pueflow.config.plant import BatterySpec, LoadSpec
 from pueflow.sim.battery import Battery
 from pueflow.sim.load import RackLoad
 from pueflow.sim.meters import GAP, GAP_CONT, NONE, _plan, _registers
-from pueflow.sim.spec import BatterySpec, LoadSpec
 
 
 def naive_battery(spec: BatterySpec, dt_s, net_kw, hour):

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config import load_config, parse_duration_ns
+from pueflow.config.models import load_config, parse_duration_ns
 from pueflow.sim import simulate
 from pueflow.sim.meters import RegisterBank
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.config import load_config
-from pueflow.pipeline.replay import replay
+from pueflow.config.models import load_config
+from pueflow.modes.replay import replay
 from pueflow.sim import simulate, simulate_to_file
 
 ROOT = Path(__file__).resolve().parents[2]

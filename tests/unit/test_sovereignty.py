@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.config import parse_config
+from pueflow.config.models import parse_config
 from pueflow.exceptions import ConfigError
-from pueflow.sovereignty import Router
+from pueflow.sovereignty.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,7 +240,7 @@ def test_guard_refuses_device_level_columns_and_logs_one_line_per_site(caplog):
     sinks = {s.name: s for s in cfg.sinks}
     df = _kpi_rows(["tetouan-1", "aragon-1", "aragon-1"], ["1h", "1d", "1h"]).with_columns(
         pl.lit("pdu-7").alias("device"))
-    with caplog.at_level("ERROR", logger="pueflow.sovereignty"):
+    with caplog.at_level("ERROR", logger="pueflow.sovereignty.router"):
         assert router.rows_for(sinks["group"], "kpi", df) is None
         home = router.rows_for(sinks["es-local"], "kpi", df)
     assert home.height == 2  # device rows stay home: the national store gets them
@@ -264,7 +264,7 @@ def test_guard_refuses_quality_and_setpoints_even_if_routing_were_wrong(caplog):
                       "detail": [""]})
     sp = pl.DataFrame({"time": [t, t], "site": ["dakar-1"] * 2, "asset": ["bess-1"] * 2,
                        "run": [""] * 2, "battery_kw": [1.0, 2.0]})
-    with caplog.at_level("ERROR", logger="pueflow.sovereignty"):
+    with caplog.at_level("ERROR", logger="pueflow.sovereignty.router"):
         assert router.rows_for(group, "quality", q) is None
         assert router.rows_for(group, "setpoint", sp) is None
     assert router.refused == {"group": 3}

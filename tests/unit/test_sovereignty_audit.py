@@ -10,11 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.audit import AuditLog, audit_path, read_audit
-from pueflow.config import parse_config
+from pueflow.config.models import parse_config
 from pueflow.exceptions import SinkError
+from pueflow.modes.replay import SinkSet
 from pueflow.pipeline.core import Output
-from pueflow.pipeline.replay import SinkSet
+from pueflow.sovereignty.audit import AuditLog, audit_path, read_audit
 
 ROOT = Path(__file__).resolve().parents[2]
 T = datetime(2026, 7, 1, tzinfo=UTC)
@@ -173,9 +173,9 @@ def test_a_replay_of_the_fleet_config_sends_only_what_may_leave(tmp_path):
 
     import numpy as np
 
-    from pueflow.pipeline.batch import Batch
-    from pueflow.pipeline.registry import Registry
-    from pueflow.pipeline.replay import replay_batches
+    from pueflow.modes.replay import replay_batches
+    from pueflow.schema.batch import Batch
+    from pueflow.schema.registry import Registry
 
     log = tmp_path / "audit.jsonl"
     cfg = parse_config(_fleet(log))

@@ -17,14 +17,14 @@ import polars as pl
 import pytest
 
 from pueflow.cli import main
-from pueflow.config import load_config, parse_config
+from pueflow.config.models import load_config, parse_config
 from pueflow.exceptions import ConfigError
+from pueflow.modes.tune.best_config import dumps
+from pueflow.modes.tune.objective import Evaluator, resolve_space
+from pueflow.modes.tune.run import run_tune
 from pueflow.optimizers.assets import site_model
 from pueflow.optimizers.synthetic import synthetic_history
 from pueflow.optimizers.testing import tiny_dispatch
-from pueflow.optimizers.tune import run_tune
-from pueflow.optimizers.tune_config import dumps
-from pueflow.optimizers.tune_objective import Evaluator, resolve_space
 
 START = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
 HORIZON = {"key": "horizon", "type": "categorical", "choices": ["4h", "24h"]}
@@ -118,7 +118,7 @@ def test_resume_continues_the_same_study_to_the_total(history, tmp_path):
 
 
 def test_an_interrupted_trial_is_rerun_on_resume(history, tmp_path, monkeypatch):
-    from pueflow.optimizers import tune_objective
+    from pueflow.modes.tune import objective as tune_objective
 
     cfg = tiny_cfg({"space": [{"key": "battery.soc_min_pct", "low": 5.0, "high": 50.0}]})
     real = tune_objective.Objective.__call__

@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config import load_config, parse_config
+from pueflow.config.models import load_config, parse_config
+from pueflow.config.tune import TuneSpec
 from pueflow.exceptions import ConfigError, InputFormatError
+from pueflow.modes.tune.best_config import tuned_config_text
+from pueflow.modes.tune.history import load_history, split_periods
+from pueflow.modes.tune.objective import resolve_space
 from pueflow.optimizers.assets import site_model
-from pueflow.optimizers.tune_config import tuned_config_text
-from pueflow.optimizers.tune_history import load_history, split_periods
-from pueflow.optimizers.tune_objective import resolve_space
-from pueflow.optimizers.tune_spec import TuneSpec
 from tests.unit.test_tune import tiny_data
 
 
@@ -112,7 +112,7 @@ def test_the_tuned_config_keeps_the_files_comments_and_loads():
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """Two fault-free days of the 7.5 MW site: telemetry, truth and a replayed store."""
-    from pueflow.pipeline.replay import replay
+    from pueflow.modes.replay import replay
     from pueflow.sim import simulate_to_file
 
     cfg = load_config("config/tetouan-7.5mw.toml")

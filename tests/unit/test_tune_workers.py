@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from pueflow.optimizers.tune import run_tune
-from pueflow.optimizers.tune_study import open_storage, storage_url
+from pueflow.modes.tune.run import run_tune
+from pueflow.modes.tune.study import open_storage, storage_url
 from tests.unit.test_tune import history, tiny_cfg  # noqa: F401 - the fixture is used by name
 
 SPACE = {"space": [{"key": "battery.soc_min_pct", "low": 5.0, "high": 50.0},
@@ -35,7 +35,7 @@ def test_storage_urls():
     assert storage_url(None, "out").startswith("sqlite:////")
     assert storage_url("postgresql://u@h/db", "out") == "postgresql://u@h/db"
     from pueflow.exceptions import PueflowError
-    from pueflow.optimizers.tune_study import redact
+    from pueflow.modes.tune.study import redact
 
     assert redact("postgresql://me:secret@db:5432/optuna") == "postgresql://me:***@db:5432/optuna"
     with pytest.raises(PueflowError, match="not understood"):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pueflow.config import load_config, parse_config
+from pueflow.config.models import load_config, parse_config
 from pueflow.connectors.wire import (
     decode_json,
     decode_line,
@@ -21,7 +21,7 @@ from pueflow.connectors.wire import (
     escape_key,
     parse_line,
 )
-from pueflow.pipeline.registry import Registry
+from pueflow.schema.registry import Registry
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml"
 T0 = 1_714_564_800 * 10**9  # 2024-05-01T12:00:00Z

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pueflow.config import load_config
-from pueflow.pipeline.replay import replay
-from pueflow.pipeline.summary import render, summarise
+from pueflow.config.models import load_config
+from pueflow.modes.replay import replay
+from pueflow.modes.summary import render, summarise
 
 DEMO_DATE = (2026, 7, 20)  # a July week: hot afternoons, the season of desert-wind spells
 

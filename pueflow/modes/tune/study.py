@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pueflow.config.tune import TuneSpec
 from pueflow.exceptions import ConfigError, OptimizerError, PueflowError
-from pueflow.optimizers.tune_spec import TuneSpec
 
 
 def storage_url(storage: str | None, out: str | Path) -> str:
@@ -136,7 +136,7 @@ def default_study_name(spec: TuneSpec, site_id: str) -> str:
 def make_sampler(spec: TuneSpec, seed: int | None) -> Any:
     import optuna
 
-    from pueflow.optimizers.tune_objective import constraints_of
+    from pueflow.modes.tune.objective import constraints_of
 
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -200,7 +200,7 @@ def work(job: WorkerJob, lock: Any = None, on_trial: Callable[[Any], None] | Non
     """Run trials of ``job``'s study until it holds ``job.total``; return how many this worker ran."""
     import optuna
 
-    from pueflow.optimizers.tune_objective import Evaluator, Objective
+    from pueflow.modes.tune.objective import Evaluator, Objective
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=job.name, storage=open_storage(job.url))
@@ -269,7 +269,7 @@ class FileLock:
 
 
 def spawn_workers(job: WorkerJob, jobs: int, lock_path: Path, folder: Path) -> list[subprocess.Popen]:
-    """Start ``jobs`` worker processes (``python -m pueflow.optimizers.tune_worker``).
+    """Start ``jobs`` worker processes (``python -m pueflow.modes.tune.worker``).
 
     Fresh interpreters rather than forks: no SQLAlchemy connection, numba or polars thread
     pool is shared with the parent, and no ``__main__`` guard is needed in a caller's script.
@@ -278,7 +278,7 @@ def spawn_workers(job: WorkerJob, jobs: int, lock_path: Path, folder: Path) -> l
     path = folder / f".tune-job-{os.getpid()}.pkl"
     path.write_bytes(pickle.dumps(job))
     env = {**os.environ, "POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
-    return [subprocess.Popen([sys.executable, "-m", "pueflow.optimizers.tune_worker", str(path), str(k),
+    return [subprocess.Popen([sys.executable, "-m", "pueflow.modes.tune.worker", str(path), str(k),
                               str(lock_path)], env=env) for k in range(jobs)]
 
 

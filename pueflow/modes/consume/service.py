@@ -32,15 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pueflow.config import Config, parse_duration_ns
+from pueflow.config.models import Config, parse_duration_ns
 from pueflow.connectors import kafka as kc
 from pueflow.connectors.ops import Health, ServiceMetrics, serve
 from pueflow.exceptions import PueflowError, SinkBackpressure, SinkError, StateError
-from pueflow.pipeline.batch import Batch
 from pueflow.pipeline.core import NO_TIME, Output, Pipeline
+from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
-    from pueflow.pipeline.replay import SinkSet
+    from pueflow.modes.replay import SinkSet
 
 log = logging.getLogger("pueflow.service")
 
@@ -124,7 +124,7 @@ class ConsumeService:
         self.health.info = self._health_info
         self._http = serve(metrics_port, self.metrics, self.health) if metrics_port is not None else None
         if sinks is None:
-            from pueflow.pipeline.replay import build_sinkset
+            from pueflow.modes.replay import build_sinkset
 
             sinks = build_sinkset(cfg, run)
         self.sinks = sinks
@@ -728,11 +728,11 @@ def run_consume(cfg: Config, *, metrics_port: int | None = None, run: str = "",
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pueflow.pipeline.service --config C`` (the CLI's ``consume`` verb)."""
+    """``python -m pueflow.modes.consume.service --config C`` (the CLI's ``consume`` verb)."""
     import argparse
     import os
 
-    from pueflow.config import load_config
+    from pueflow.config.models import load_config
 
     ap = argparse.ArgumentParser(prog="pueflow-consume", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=os.environ.get("PUEFLOW_CONFIG"),

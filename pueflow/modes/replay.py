@@ -10,10 +10,10 @@ from typing import Any
 
 import polars as pl
 
-from pueflow.config import Config
+from pueflow.config.models import Config
 from pueflow.pipeline.core import Output, Pipeline
-from pueflow.pipeline.registry import Registry
-from pueflow.sovereignty import Router
+from pueflow.schema.registry import Registry
+from pueflow.sovereignty.router import Router
 
 
 @dataclass
@@ -75,7 +75,7 @@ def build_sinkset(cfg: Config, run: str = "", out_dir: str | Path | None = None)
             if s.type == "parquet":
                 s.path = str(out_dir) if len(parquet) == 1 else str(Path(out_dir) / s.name)
         if not parquet:
-            from pueflow.config import Sink
+            from pueflow.config.models import Sink
 
             jur = cfg.sites[0].jurisdiction
             cfg.sinks.append(Sink(name="local", type="parquet", path=str(out_dir), jurisdiction=jur))

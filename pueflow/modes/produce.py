@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pueflow.config import Config
-from pueflow.pipeline.registry import Registry
+from pueflow.config.models import Config
+from pueflow.schema.registry import Registry
 
 log = logging.getLogger("pueflow.produce")
 
@@ -181,10 +181,10 @@ def _long_form(batch: Any, registry: Registry, scales: Registry | None) -> pl.Da
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pueflow.pipeline.produce --config C --input FILE [--rate N]``."""
+    """``python -m pueflow.modes.produce --config C --input FILE [--rate N]``."""
     import argparse
 
-    from pueflow.config import load_config
+    from pueflow.config.models import load_config
     from pueflow.connectors.ops import configure_json_logging
 
     ap = argparse.ArgumentParser(prog="pueflow-produce", description=__doc__.split("\n")[0])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import polars as pl
 
-    from pueflow.config import Config
+    from pueflow.config.models import Config
 
 DEFAULT_AUDIT_FILE = "pueflow-audit.jsonl"
 AUDIT_SUFFIX = ".audit.jsonl"

@@ -25,10 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from pueflow.config.dispatch import DispatchSpec
+from pueflow.config.plant import PlantSpec
+from pueflow.config.tune import TuneSpec
 from pueflow.exceptions import ConfigError
-from pueflow.optimizers.spec import DispatchSpec
-from pueflow.optimizers.tune_spec import TuneSpec
-from pueflow.sim.spec import PlantSpec
 
 # --------------------------------------------------------------------------- durations
 
@@ -448,7 +448,7 @@ def _cross_checks(cfg: Config) -> list[tuple[str, object, str]]:
             problems.append((f"sinks[{i}].bucket", sink.bucket, "an influx sink needs a bucket"))
         if sink.type == "kafka" and not sink.topic:
             problems.append((f"sinks[{i}].topic", sink.topic, "a kafka sink needs a topic"))
-    from pueflow.sovereignty import route_problems  # late: sovereignty imports config
+    from pueflow.sovereignty.router import route_problems  # late: sovereignty imports config
 
     problems.extend(route_problems(cfg))
     return problems

@@ -16,7 +16,7 @@ class Batch:
     time_ns : array [int64, ns since epoch, UTC]
         Event time of each reading.
     series : array [int32]
-        Index into the :class:`~pueflow.pipeline.registry.Registry`.
+        Index into the :class:`~pueflow.schema.registry.Registry`.
     value : array [float64]
         Reading in the unit the meter rule declares (after its ``scale``).
     """

@@ -9,7 +9,7 @@ numbered (``jobs.batch-train.max_kw``, ``cooling.d2c.supply_max_c``).
 Settings that are facts rather than choices (the tariff the site pays, the history's step,
 the penalties the realised bill counts) cannot be tuned: a tuner would otherwise "win" by
 changing the price instead of the dispatch. This module imports nothing heavy:
-:mod:`pueflow.config` imports it at start-up.
+:mod:`pueflow.config.models` imports it at start-up.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pueflow.optimizers.spec import DispatchSpec
+from pueflow.config.dispatch import DispatchSpec
 
 #: Metrics an objective can weigh (all minimised; give REF a negative weight to maximise it).
 METRICS = {

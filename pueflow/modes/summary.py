@@ -23,7 +23,7 @@ def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False,
         rows = kpi.filter(pl.col("window") == "1d")
         keys = ["site", "time"]
     else:
-        from pueflow.config import parse_duration_ns
+        from pueflow.config.models import parse_duration_ns
 
         finest = min(windows, key=parse_duration_ns)
         rows = kpi.filter(pl.col("window") == finest)

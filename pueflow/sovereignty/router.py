@@ -12,7 +12,7 @@ Two lines of defence:
    would carry anything else across a border, naming the site, the sink and the rule.
 2. :class:`Router` selects each sink's rows and then guards every write: a row that would
    cross a border against the rules is refused (counted in ``Router.refused``, logged),
-   never written. Rows that did cross are recorded in the audit log (:mod:`pueflow.audit`).
+   never written. Rows that did cross are recorded in the audit log (:mod:`pueflow.sovereignty.audit`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pueflow.audit import AuditLog, audit_path
-from pueflow.config import CROSS_BORDER_MEASUREMENTS, parse_duration_ns
+from pueflow.config.models import CROSS_BORDER_MEASUREMENTS, parse_duration_ns
+from pueflow.sovereignty.audit import AuditLog, audit_path
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from pueflow.config import Config, Sink
+    from pueflow.config.models import Config, Sink
 
 #: Columns that make a row device-level; such a row never leaves its jurisdiction.
 DEVICE_TAGS = ("device", "point", "asset")
@@ -40,7 +40,7 @@ DEFAULT_RULE = "routing.cross_border_measurements / routing.cross_border_min_win
 _HOME = -1  # per-row limit meaning "not crossing a border": always allowed
 _NEVER = 2**62  # per-row limit no window reaches
 
-log = logging.getLogger("pueflow.sovereignty")
+log = logging.getLogger("pueflow.sovereignty.router")
 
 
 @dataclass(frozen=True)

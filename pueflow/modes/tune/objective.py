@@ -23,10 +23,10 @@ from typing import Any
 
 import polars as pl
 
+from pueflow.config.tune import ParamSpec, TuneSpec
 from pueflow.exceptions import ConfigError, OptimizerError
 from pueflow.optimizers.assets import SiteModel, apply_overrides, site_model
 from pueflow.optimizers.backtest import BacktestResult, run_backtest
-from pueflow.optimizers.tune_spec import ParamSpec, TuneSpec
 
 #: Unmet work below this is solver round-off, not missed work [full-power h].
 UNMET_TOL_H = 1e-3

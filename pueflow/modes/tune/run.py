@@ -1,15 +1,15 @@
 """``pueflow tune``: search dispatch settings over history with Optuna.
 
-:func:`run_tune` reads ``[tune]`` (:class:`~pueflow.optimizers.tune_spec.TuneSpec`), turns
-``input`` into the site's history (:mod:`~pueflow.optimizers.tune_history`), splits it into
+:func:`run_tune` reads ``[tune]`` (:class:`~pueflow.config.tune.TuneSpec`), turns
+``input`` into the site's history (:mod:`~pueflow.modes.tune.history`), splits it into
 train and validation periods, and runs an Optuna study whose trials are closed-loop
-backtests of the train period (:mod:`~pueflow.optimizers.tune_objective`) in ``jobs``
-worker processes sharing one storage (:mod:`~pueflow.optimizers.tune_study`). It then
+backtests of the train period (:mod:`~pueflow.modes.tune.objective`) in ``jobs``
+worker processes sharing one storage (:mod:`~pueflow.modes.tune.study`). It then
 scores the best trial and the configured settings on the validation period, runs the rule
 baseline and the oracle bound, and writes to ``out``:
 
 * ``best-config.toml`` — the input config with the best settings in ``[sites.dispatch]``;
-* ``report.html`` — self-contained report (:mod:`~pueflow.optimizers.tune_report`);
+* ``report.html`` — self-contained report (:mod:`~pueflow.modes.tune.report`);
 * ``best.json`` — best parameters, overrides and every score; ``trials.csv`` — all trials;
 * ``tune.db`` — the study, unless ``storage`` points elsewhere.
 
@@ -29,17 +29,16 @@ from typing import Any
 import polars as pl
 
 from pueflow.exceptions import ConfigError, PueflowError
-from pueflow.optimizers.assets import site_model
-from pueflow.optimizers.tune_history import load_history, split_periods
-from pueflow.optimizers.tune_objective import (
+from pueflow.modes.tune.history import load_history, split_periods
+from pueflow.modes.tune.objective import (
     Evaluator,
     default_value,
     feasible,
     limits_only,
     resolve_space,
 )
-from pueflow.optimizers.tune_report import num
-from pueflow.optimizers.tune_study import (
+from pueflow.modes.tune.report import num
+from pueflow.modes.tune.study import (
     FileLock,
     WorkerJob,
     count_trials,
@@ -51,6 +50,7 @@ from pueflow.optimizers.tune_study import (
     wait_workers,
     work,
 )
+from pueflow.optimizers.assets import site_model
 
 
 @dataclass
@@ -135,7 +135,7 @@ def _domain_value(p: Any, v: Any) -> Any:
     if p.type == "categorical":
         return v if v in p.choices else None
     if p.unit:
-        from pueflow.optimizers.spec import duration_s
+        from pueflow.config.dispatch import duration_s
 
         v = duration_s(str(v)) / {"s": 1, "m": 60, "h": 3600, "d": 86400}[p.unit]
     if isinstance(v, bool) or not isinstance(v, int | float) or not p.low <= v <= p.high:
@@ -218,8 +218,8 @@ def _result(st: Any, url: str, outp: Path) -> TuneResult:
 
 def _finish(cfg: Any, st: Any, ev: Evaluator, periods: Any, source: str, input_desc: str,
             defaults: dict[str, Any], url: str, outp: Path, progress: bool) -> TuneResult:
-    from pueflow.optimizers.tune_config import tuned_config_text
-    from pueflow.optimizers.tune_report import Comparison, ReportData, render
+    from pueflow.modes.tune.best_config import tuned_config_text
+    from pueflow.modes.tune.report import Comparison, ReportData, render
 
     trials = st.get_trials(deepcopy=False)
     best = best_trial(trials)

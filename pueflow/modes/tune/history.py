@@ -8,7 +8,7 @@
 * **window rows**: the simulator's ``truth.parquet`` (or a folder holding it), or the ``kpi``
   rows of a replay (a Parquet store folder, or a file of rows with ``window, pv_kwh, it_kwh``);
 * **telemetry** (long form ``time, site, device, point, value``, or Telegraf JSON-lines /
-  line protocol): replayed through the shared core (:func:`pueflow.pipeline.replay.replay`)
+  line protocol): replayed through the shared core (:func:`pueflow.modes.replay.replay`)
   into KPI rows first.
 
 Window rows become a history the way the live dispatcher reads its KPI rows: energies of
@@ -106,7 +106,7 @@ def _read(p: Path) -> pl.DataFrame:
 
 
 def _from_telemetry(cfg: Any, site: Any, model: SiteModel, p: Path, progress: bool) -> History:
-    from pueflow.pipeline.replay import replay
+    from pueflow.modes.replay import replay
 
     res = replay(cfg, [p], progress=progress, write=False, run="tune")
     if not res.kpi.height:
@@ -119,7 +119,7 @@ def _from_telemetry(cfg: Any, site: Any, model: SiteModel, p: Path, progress: bo
 
 def _from_windows(rows: pl.DataFrame, model: SiteModel, source: str, where: str) -> History:
     """Window rows (truth or kpi) of ``model``'s site -> history on the dispatch step grid."""
-    from pueflow.config import parse_duration_ns
+    from pueflow.config.models import parse_duration_ns
     from pueflow.optimizers.dispatcher import _expected_flex_kw
 
     if "site" in rows.columns:

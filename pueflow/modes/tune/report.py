@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pueflow.optimizers.tune_objective import feasible
+from pueflow.modes.tune.objective import feasible
 
 #: Metrics of the comparison table and chart: (key, label, format).
 SHOWN = (("cost", "cost", "{:,.0f}"), ("co2_t", "CO2 [t]", "{:,.1f}"), ("ref", "REF", "{:.3f}"),

@@ -1,0 +1,1 @@
+"""Configuration: pydantic models read from TOML in one place, cross-checks, routing rules."""

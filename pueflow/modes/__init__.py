@@ -1,0 +1,1 @@
+"""The ways pueflow runs, above the core: replay, produce, consume, tune, demo."""

@@ -1,0 +1,1 @@
+"""Consume mode: the Kafka consumer-group service and its checkpoint protocol."""

@@ -1,0 +1,1 @@
+"""Tune mode: Optuna studies of dispatch settings over closed-loop backtests."""

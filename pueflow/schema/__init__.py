@@ -1,0 +1,1 @@
+"""The data contracts: Batch, row schemas and Output, the series Registry."""
