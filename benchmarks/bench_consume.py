@@ -202,7 +202,7 @@ def rss_run(cfg_doc: dict, messages: int, tmp: Path) -> tuple[float, float]:
     path = tmp / "rss.toml"
     path.write_text(_toml(cfg_doc))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pueflow.modes.consume.service", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "pueflow.cli", "consume", "--config",
                              str(path), "--metrics-port", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ps = psutil.Process(proc.pid)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.optimizers.assets import site_model
 from pueflow.optimizers.backtest import compare
 from pueflow.optimizers.forecast import DefaultForecaster, Recent

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.connectors.files import COLUMNS, iter_file
 from pueflow.connectors.telemetry_writer import TelemetryWriter
 from pueflow.connectors.wire import decode_json, decode_line, encode_json, encode_line

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.connectors.files import iter_file
 from pueflow.modes.replay import replay
 from pueflow.schema.registry import Registry

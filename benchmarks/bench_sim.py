@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.sim import simulate, simulate_to_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.modes.tune.history import load_history, split_periods
 from pueflow.modes.tune.objective import Evaluator, resolve_space
 from pueflow.modes.tune.run import run_tune
@@ -94,7 +94,7 @@ def bench_jobs(cfg, truth: Path, trials: int, jobs: int, ref_s: float, folder: P
 
 def stress(folder: Path) -> None:
     """Many short trials from 2 workers: does SQLite's locking bite, against a journal file?"""
-    from pueflow.config.models import parse_config
+    from pueflow.config.load import parse_config
     from pueflow.optimizers.synthetic import synthetic_history
     from pueflow.optimizers.testing import tiny_dispatch
 

@@ -7,7 +7,14 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from rich.console import Console
+from rich.markup import escape
+
+from pueflow.config.load import load_config
+from pueflow.connectors.parquet_store import read_store
 from pueflow.exceptions import ConfigError, PueflowError
+from pueflow.modes.replay import replay
+from pueflow.modes.summary import quality_counts, render, summarise
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 
@@ -35,8 +42,6 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from pueflow.config.models import load_config
-
     if not args.config:
         msg = "no config: pass --config FILE or set PUEFLOW_CONFIG (examples are in config/)"
         raise PueflowError(msg)
@@ -45,11 +50,6 @@ def _load(args: argparse.Namespace):
 
 # ------------------------------------------------------------------------------ verbs
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-
-    from pueflow.config.models import load_config
-
     console = Console()
     bad = 0
     for f in args.files:
@@ -70,9 +70,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pueflow.modes.replay import replay
-    from pueflow.modes.summary import quality_counts, render, summarise
-
     cfg = _load(args)
     t_from = parse_time_ns(args.time_from, "--from") if args.time_from else None
     t_to = parse_time_ns(args.time_to, "--to") if args.time_to else None
@@ -91,9 +88,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pueflow.connectors.parquet_store import read_store
-    from pueflow.modes.summary import render, summarise
-
     kpi = read_store(args.store, "kpi")
     quality = read_store(args.store, "quality")
     tz = None
@@ -104,6 +98,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    # loaded when the verb runs: it needs the [sim] extra
     from pueflow.sim import simulate_to_file
 
     cfg = _load(args)
@@ -114,6 +109,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # loaded when the verb runs: it needs the [sim] extra
     from pueflow.modes.demo import run_demo
 
     run_demo(config=args.config or "config/tetouan-7.5mw.toml", out=args.out, days=args.days,
@@ -122,14 +118,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from pueflow.modes.consume.service import run_consume
+    # loaded when the verb runs: it needs the [kafka] extra
+    from pueflow.modes.consume.run import run_consume
 
     cfg = _load(args)
-    run_consume(cfg, metrics_port=args.metrics_port, run=args.run, max_seconds=args.max_seconds)
+    overrides = {}
+    if args.session_timeout_ms:
+        overrides["session_timeout_ms"] = args.session_timeout_ms
+        overrides["heartbeat_interval_ms"] = max(args.session_timeout_ms // 5, 100)
+    run_consume(cfg, metrics_port=args.metrics_port, run=args.run, max_seconds=args.max_seconds,
+                group_id=args.group, consumer_overrides=overrides,
+                max_message_bytes=args.max_message_bytes, drain_timeout_s=args.drain_timeout,
+                dispatch=args.dispatch)
     return EXIT_OK
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    # loaded when the verb runs: it needs the [kafka] extra
     from pueflow.modes.produce import run_produce
 
     cfg = _load(args)
@@ -138,6 +143,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    # loaded when the verb runs: it needs the [tune] extra
     from pueflow.modes.tune.report import num
     from pueflow.modes.tune.run import run_tune
 
@@ -219,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
                    default=int(_env("PUEFLOW_METRICS_PORT", "0")) or None,
                    help="Prometheus /metrics and /health port (env PUEFLOW_METRICS_PORT)")
     p.add_argument("--run", default=_env("PUEFLOW_RUN", ""), help="run tag (default: none)")
+    p.add_argument("--group", default=_env("PUEFLOW_GROUP"),
+                   help="consumer group (env PUEFLOW_GROUP; default: the config's kafka.group_id)")
+    p.add_argument("--dispatch", choices=["mpc", "rule"], default=_env("PUEFLOW_DISPATCH"),
+                   help="also publish dispatch setpoints with this policy (env PUEFLOW_DISPATCH)")
+    p.add_argument("--session-timeout-ms", type=int,
+                   default=int(_env("PUEFLOW_SESSION_TIMEOUT_MS", "0")) or None,
+                   help="consumer session timeout: how fast a dead process's partitions move "
+                        "(env PUEFLOW_SESSION_TIMEOUT_MS; default: kafka-python's)")
+    p.add_argument("--max-message-bytes", type=int,
+                   default=int(_env("PUEFLOW_MAX_MESSAGE_BYTES", "1000000")),
+                   help="larger records go to the dead-letter topic undecoded "
+                        "(env PUEFLOW_MAX_MESSAGE_BYTES; default 1000000)")
+    p.add_argument("--drain-timeout", type=float,
+                   default=float(_env("PUEFLOW_DRAIN_TIMEOUT", "20")),
+                   help="bound on the final checkpoint at SIGTERM/SIGINT [s] "
+                        "(env PUEFLOW_DRAIN_TIMEOUT; default 20)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=cmd_consume)
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import Config, parse_config
+from pueflow.config.load import parse_config
+from pueflow.config.models import Config
 from pueflow.pipeline import energy as en
 from pueflow.pipeline.core import Pipeline
 from pueflow.schema.batch import Batch

@@ -9,81 +9,26 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import re
-import tomllib
 import zoneinfo
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from pueflow.config.base import Model, duration_str
 from pueflow.config.dispatch import DispatchSpec
 from pueflow.config.plant import PlantSpec
+from pueflow.config.routing import RoutingConfig
 from pueflow.config.tune import TuneSpec
-from pueflow.exceptions import ConfigError
-
-# --------------------------------------------------------------------------- durations
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h|d)\s*$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
-            "h": 3600 * 10**9, "d": 86400 * 10**9}
+from pueflow.roles import ALL_ROLES
+from pueflow.units import parse_duration_ns
 
 
-def parse_duration_ns(text: str) -> int:
-    """Parse ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"500ms"`` into integer nanoseconds.
-
-    Raises
-    ------
-    ValueError
-        With the accepted forms, if ``text`` is not a duration.
-    """
-    m = _DURATION.match(str(text))
-    if not m:
-        msg = f"{text!r} is not a duration; write a number and a unit, e.g. '30s', '15m', '1h', '1d'"
-        raise ValueError(msg)
-    return int(round(float(m.group(1)) * _UNIT_NS[m.group(2)]))
-
-
-def _duration(v: Any) -> str:
-    parse_duration_ns(v)
-    return str(v).strip()
-
-
-# --------------------------------------------------------------------------- roles
-
-COOLING_SUBSYSTEMS = ("chiller", "dry_cooler", "cdu_pump", "immersion", "crah", "tower")
-#: Roles whose readings are energy (registers in kWh or power in kW), summed per window.
-ENERGY_ROLES = (
-    ("facility", "it")
-    + tuple(f"cooling.{s}" for s in COOLING_SUBSYSTEMS)
-    + ("electrical_losses", "other", "pv", "wind", "grid_import", "grid_export", "battery",
-       "heat_reuse_kwh")
-)
-#: Roles integrated like energy but in litres (a cumulative water meter).
-VOLUME_ROLES = ("water_l",)
-#: Instantaneous sensors, averaged per window (time-weighted would need a kind of its own).
-SENSOR_ROLES = ("ambient_temp_c", "supply_temp_c", "return_temp_c", "flow_lpm", "battery_soc")
-ALL_ROLES = ENERGY_ROLES + VOLUME_ROLES + SENSOR_ROLES
-#: Roles whose power may legitimately be negative (battery discharge).
-SIGNED_ROLES = ("battery",)
-ROLE_INDEX = {r: i for i, r in enumerate(ALL_ROLES)}
-
-# --------------------------------------------------------------------------- models
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-class MeterRule(_Model):
+class MeterRule(Model):
     """Map readings whose device and point match the globs to a role and a kind.
 
     Rules are tried in order; the first match wins.
@@ -112,7 +57,7 @@ class MeterRule(_Model):
     @field_validator("max_gap")
     @classmethod
     def _gap(cls, v: str) -> str:
-        return _duration(v) if v else v
+        return duration_str(v) if v else v
 
     def max_gap_ns(self) -> int:
         if self.max_gap:
@@ -123,7 +68,7 @@ class MeterRule(_Model):
         return fnmatch.fnmatchcase(device, self.device) and fnmatch.fnmatchcase(point, self.point)
 
 
-class Site(_Model):
+class Site(Model):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     jurisdiction: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")
     timezone: str = "UTC"
@@ -156,7 +101,7 @@ class Site(_Model):
         return None
 
 
-class PipelineConfig(_Model):
+class PipelineConfig(Model):
     windows: list[str] = Field(default_factory=lambda: ["1m", "15m", "1h", "1d"])
     grace: str = "30s"
     max_future: str = "1d"
@@ -167,7 +112,7 @@ class PipelineConfig(_Model):
     @field_validator("grace", "max_future", "idle_timeout", "checkpoint_interval")
     @classmethod
     def _d(cls, v: str) -> str:
-        return _duration(v)
+        return duration_str(v)
 
     @field_validator("windows")
     @classmethod
@@ -193,7 +138,7 @@ class PipelineConfig(_Model):
         return min(self.window_ns().values())
 
 
-class Sink(_Model):
+class Sink(Model):
     name: str = Field(min_length=1)
     type: Literal["parquet", "influx", "kafka"]
     jurisdiction: str = Field(pattern=r"^([A-Z]{2}|GLOBAL)$")
@@ -214,7 +159,7 @@ class Sink(_Model):
     @field_validator("min_window")
     @classmethod
     def _mw(cls, v: str) -> str:
-        return _duration(v) if v else v
+        return duration_str(v) if v else v
 
     def token(self) -> SecretStr:
         import os
@@ -222,7 +167,7 @@ class Sink(_Model):
         return SecretStr(os.environ.get(self.token_env, ""))
 
 
-class KafkaConfig(_Model):
+class KafkaConfig(Model):
     bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
     topics: list[str] = Field(default_factory=lambda: ["telemetry"])
     group_id: str = "pueflow"
@@ -241,89 +186,8 @@ class KafkaConfig(_Model):
     max_poll_records: int = Field(5000, gt=0)
 
 
-#: The most that may ever leave a jurisdiction: quality details, setpoints and raw telemetry
-#: never do.
-CROSS_BORDER_MEASUREMENTS = ("kpi", "fleet")
 
-
-def _cross_border_measurements(v: list[str]) -> list[str]:
-    bad = [m for m in v if m not in CROSS_BORDER_MEASUREMENTS]
-    if bad:
-        msg = (f"{bad} may never leave a jurisdiction (quality details, setpoints and raw "
-               f"telemetry stay home); choose from {list(CROSS_BORDER_MEASUREMENTS)}")
-        raise ValueError(msg)
-    return v
-
-
-class RoutingAllow(_Model):
-    """Per-destination allow-list: what one sink may receive from other jurisdictions.
-
-    Once a sink has an allow-list, only rows covered by one of its entries may reach it
-    across a border. Entries only narrow the default rule, never widen it.
-    """
-
-    sink: str = Field(min_length=1, description="name of the destination sink")
-    jurisdictions: list[str] = Field(default_factory=list, description="source countries; empty = any")
-    sites: list[str] = Field(default_factory=list,
-                             description="source sites; empty = any (an entry naming sites covers "
-                                         "only their rows, not fleet aggregates)")
-    measurements: list[str] = Field(default_factory=lambda: list(CROSS_BORDER_MEASUREMENTS))
-    min_window: str = Field("", description="finest window this sink may receive; default: the routing default")
-
-    @field_validator("measurements")
-    @classmethod
-    def _m(cls, v: list[str]) -> list[str]:
-        return _cross_border_measurements(v)
-
-    @field_validator("jurisdictions")
-    @classmethod
-    def _j(cls, v: list[str]) -> list[str]:
-        bad = [j for j in v if not re.fullmatch(r"[A-Z]{2}", j)]
-        if bad:
-            msg = f"{bad} are not ISO 3166-1 alpha-2 codes; write e.g. 'MA', 'ES', 'US'"
-            raise ValueError(msg)
-        return v
-
-    @field_validator("min_window")
-    @classmethod
-    def _mw(cls, v: str) -> str:
-        return _duration(v) if v else v
-
-
-class RoutingConfig(_Model):
-    """Which measurements, at which granularity, may leave a jurisdiction (``[routing]``).
-
-    Default: ``kpi`` rows of windows >= 1 h carrying no device-level tags, and fleet
-    aggregates of windows >= 1 h (a jurisdiction's aggregate over one site *is* that site's
-    KPI row). Quality details, setpoints and raw telemetry never cross a border.
-    """
-
-    cross_border_measurements: list[str] = Field(
-        default_factory=lambda: list(CROSS_BORDER_MEASUREMENTS))
-    cross_border_min_window: str = Field("1h", description="finest kpi window that may leave")
-    fleet_min_window: str = Field("", description="finest fleet window that may leave; "
-                                                  "default: cross_border_min_window")
-    audit_log: str = Field("", description="JSON-lines audit of cross-border writes; default: "
-                                           "beside the first Parquet store")
-    allow: list[RoutingAllow] = Field(default_factory=list)
-
-    @field_validator("cross_border_measurements")
-    @classmethod
-    def _m(cls, v: list[str]) -> list[str]:
-        return _cross_border_measurements(v)
-
-    @field_validator("cross_border_min_window")
-    @classmethod
-    def _d(cls, v: str) -> str:
-        return _duration(v)
-
-    @field_validator("fleet_min_window")
-    @classmethod
-    def _fd(cls, v: str) -> str:
-        return _duration(v) if v else v
-
-
-class Config(_Model):
+class Config(Model):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     sites: list[Site] = Field(min_length=1)
     sinks: list[Sink] = Field(default_factory=list)
@@ -355,131 +219,3 @@ class Config(_Model):
         raise KeyError(msg)
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def _key(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
-    """Render a pydantic location as ``sites[0].meters[2].kind``, using site ids when known."""
-    out = ""
-    node: Any = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return out
-
-
-def _value_at(loc: tuple[Any, ...], data: Any) -> Any:
-    node = data
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return "<missing>"
-    return node
-
-
-def _fix_for(err: dict[str, Any], model_fields: list[str]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        name = str(err["loc"][-1])
-        close = difflib.get_close_matches(name, model_fields, n=1)
-        return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key; remove it"
-    if kind == "missing":
-        return "required; add this key"
-    msg = err["msg"]
-    return msg.removeprefix("Value error, ")
-
-
-def _known_fields(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model at ``loc`` (for 'did you mean' hints)."""
-    model: Any = Config
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        cand = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not cand:
-            return []
-        model = cand[0]
-    return list(model.model_fields)
-
-
-def _cross_checks(cfg: Config) -> list[tuple[str, object, str]]:
-    problems: list[tuple[str, object, str]] = []
-    ids = [s.id for s in cfg.sites]
-    for i, sid in enumerate(ids):
-        if ids.index(sid) != i:
-            problems.append((f"sites[{i}].id", sid, "site ids must be unique; rename one"))
-    names = [s.name for s in cfg.sinks]
-    for i, n in enumerate(names):
-        if names.index(n) != i:
-            problems.append((f"sinks[{i}].name", n, "sink names must be unique; rename one"))
-    for i, site in enumerate(cfg.sites):
-        if not site.meters:
-            problems.append((f"sites[{i}].meters", [], "add [[sites.meters]] rules mapping device/point globs to roles"))
-        roles = {m.role for m in site.meters}
-        if site.meters and "it" not in roles:
-            problems.append((f"sites[{i}].meters", sorted(roles), "no meter has role 'it'; PUE needs IT energy"))
-        for j, m in enumerate(site.meters):
-            key = f"sites[{i}].meters[{j}]"
-            sensor = m.role in SENSOR_ROLES
-            if sensor and m.kind != "sensor":
-                problems.append((f"{key}.kind", m.kind, f"role {m.role!r} is a sensor; set kind = 'sensor'"))
-            if not sensor and m.kind == "sensor":
-                problems.append((f"{key}.kind", m.kind, f"role {m.role!r} is an energy; use 'register' or 'power'"))
-    site_ids = set(ids)
-    for i, sink in enumerate(cfg.sinks):
-        for sid in sink.sites:
-            if sid not in site_ids:
-                problems.append((f"sinks[{i}].sites", sid, f"no such site; known: {sorted(site_ids)}"))
-        if sink.type == "influx" and not sink.url:
-            problems.append((f"sinks[{i}].url", sink.url, "an influx sink needs url = 'http://host:8086'"))
-        if sink.type == "influx" and not sink.bucket:
-            problems.append((f"sinks[{i}].bucket", sink.bucket, "an influx sink needs a bucket"))
-        if sink.type == "kafka" and not sink.topic:
-            problems.append((f"sinks[{i}].topic", sink.topic, "a kafka sink needs a topic"))
-    from pueflow.sovereignty.router import route_problems  # late: sovereignty imports config
-
-    problems.extend(route_problems(cfg))
-    return problems
-
-
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a config dict; raise ConfigError listing every problem."""
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            (_key(e["loc"], data), _value_at(e["loc"], data), _fix_for(e, _known_fields(e["loc"])))
-            for e in exc.errors()
-        ]
-        raise ConfigError(source, problems) from None
-    cfg.source = source
-    problems = _cross_checks(cfg)
-    if problems:
-        raise ConfigError(source, problems)
-    return cfg
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [("<file>", str(p), f"cannot read: {exc.strerror}")]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), [("<toml>", str(exc), "fix the TOML syntax at that line")]) from None
-    return parse_config(data, str(p))

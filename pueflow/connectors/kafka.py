@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pueflow.exceptions import ConfigError, StateError
+from pueflow.exceptions import ConfigError, SinkBackpressure, StateError
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer, KafkaProducer
@@ -210,7 +210,6 @@ class DeadLetters:
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait for every send; failed ones are sent again and SinkBackpressure raised (the
         checkpoint then does not commit, and retries)."""
-        from pueflow.exceptions import SinkBackpressure
 
         if not self._futures:
             return

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import polars as pl
 
+from pueflow.connectors.kafka import build_producer
 from pueflow.exceptions import SinkBackpressure
 from pueflow.schema import rows as rw
 
@@ -68,8 +69,6 @@ class KafkaSink:
 
     def _get(self) -> Any:
         if self._producer is None:
-            from pueflow.connectors.kafka import build_producer
-
             self._producer = build_producer(self.kafka)
         return self._producer
 

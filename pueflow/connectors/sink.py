@@ -9,12 +9,18 @@ time), so writing it again overwrites it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pueflow.config.models import Sink as SinkSpec
+from pueflow.connectors.parquet_store import ParquetStore
+from pueflow.sovereignty.router import Router
 
 if TYPE_CHECKING:
     import polars as pl
 
     from pueflow.config.models import Config
+    from pueflow.schema.rows import Output
 
 
 @runtime_checkable
@@ -46,8 +52,6 @@ def build_sinks(cfg: Config, run: str = "") -> list[Sink]:
     sinks: list[Sink] = []
     for spec in cfg.sinks:
         if spec.type == "parquet":
-            from pueflow.connectors.parquet_store import ParquetStore
-
             sinks.append(ParquetStore(spec.path, name=spec.name))
         elif spec.type == "influx":
             from pueflow.connectors.influx import InfluxSink
@@ -61,3 +65,47 @@ def build_sinks(cfg: Config, run: str = "") -> list[Sink]:
             msg = f"sink {spec.name!r}: unknown type {spec.type!r}; use parquet, influx or kafka"
             raise ValueError(msg)
     return sinks
+
+
+class SinkSet:
+    """Every configured sink behind the sovereignty router."""
+
+    def __init__(self, cfg: Config, sinks: list[Any]):
+        self.cfg = cfg
+        self.router = Router(cfg)
+        by_name = {s.name: s for s in cfg.sinks}
+        self.pairs = [(by_name[s.name], s) for s in sinks if s.name in by_name]
+
+    def write(self, out: Output) -> int:
+        n = 0
+        for measurement, df in out.frames().items():
+            for spec, sink in self.pairs:
+                rows = self.router.rows_for(spec, measurement, df)
+                if rows is not None:
+                    sink.write(measurement, rows)
+                    self.router.audit(spec, measurement, rows)  # what left a jurisdiction
+                    n += rows.height
+        return n
+
+    def flush(self) -> None:
+        for _, sink in self.pairs:
+            sink.flush()
+
+    def close(self) -> None:
+        for _, sink in self.pairs:
+            sink.close()
+
+
+def build_sinkset(cfg: Config, run: str = "", out_dir: str | Path | None = None) -> SinkSet:
+    """Sinks from the config. ``out_dir`` relocates Parquet stores (one store: that folder;
+    several: a sub-folder per sink name, so jurisdictions never share a folder)."""
+    if out_dir is not None:
+        parquet = [s for s in cfg.sinks if s.type == "parquet"]
+        cfg = cfg.model_copy(deep=True)
+        for s in cfg.sinks:
+            if s.type == "parquet":
+                s.path = str(out_dir) if len(parquet) == 1 else str(Path(out_dir) / s.name)
+        if not parquet:
+            jur = cfg.sites[0].jurisdiction
+            cfg.sinks.append(SinkSpec(name="local", type="parquet", path=str(out_dir), jurisdiction=jur))
+    return SinkSet(cfg, build_sinks(cfg, run=run))

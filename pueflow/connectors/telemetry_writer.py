@@ -22,7 +22,7 @@ from pueflow.connectors.files import (
     _missing_message,
     format_of,
 )
-from pueflow.connectors.wire import unit_ns
+from pueflow.connectors.wire import encode_json, encode_line, unit_ns
 from pueflow.exceptions import InputFormatError
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -79,8 +79,6 @@ class TelemetryWriter:
 
     def write(self, df: pl.DataFrame) -> None:
         """Append the rows of ``df`` (columns time, site, device, point, value)."""
-        from pueflow.connectors.wire import encode_json, encode_line
-
         if df.height == 0:
             return
         df = _canonical(df, self.path)

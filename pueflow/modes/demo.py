@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.modes.replay import replay
 from pueflow.modes.summary import render, summarise
 

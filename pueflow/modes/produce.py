@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pueflow.config.load import load_config
 from pueflow.config.models import Config
+from pueflow.connectors.files import format_of, iter_file, telemetry_files
+from pueflow.connectors.kafka import build_producer
+from pueflow.connectors.ops import configure_json_logging
+from pueflow.connectors.wire import encode_json, encode_line
 from pueflow.schema.registry import Registry
 
 log = logging.getLogger("pueflow.produce")
@@ -42,8 +47,6 @@ class ProduceStats:
 def encode_keyed(df: pl.DataFrame, fmt: str, *, timestamp_unit: str = "s", per_message: int = 1,
                  slice_s: float = 300.0) -> Iterable[tuple[bytes, bytes]]:
     """(key, payload) pairs of a canonical long-form frame, keyed by site."""
-    from pueflow.connectors.wire import encode_json, encode_line
-
     if df.height == 0:
         return
     slice_ns = max(int(slice_s * 1e9), 1)
@@ -93,8 +96,6 @@ def produce_frame(cfg: Config, df: pl.DataFrame, *, topic: str | None = None,
         Metrics per JSON message (the ``{"metrics": [...]}`` batch form when > 1) or lines
         per line-protocol message.
     """
-    from pueflow.connectors.kafka import build_producer
-
     topic = topic or cfg.kafka.topics[0]
     fmt = fmt or cfg.kafka.format
     if fmt not in ("json", "line"):
@@ -136,8 +137,6 @@ def run_produce(cfg: Config, input_path: str | Path, *, rate: float | None = Non
     """Publish a telemetry file or folder (Parquet, CSV, JSON lines, line protocol) to
     ``topic`` (default: the first configured topic) in ``fmt`` (default: the configured
     wire format), keyed by site, at most ``rate`` messages a second."""
-    from pueflow.connectors.files import format_of, iter_file, telemetry_files
-    from pueflow.connectors.kafka import build_producer
 
     raw_registry = Registry(_unscaled_config(cfg))
     scales = Registry(cfg)
@@ -183,9 +182,6 @@ def _long_form(batch: Any, registry: Registry, scales: Registry | None) -> pl.Da
 def main(argv: list[str] | None = None) -> int:
     """``python -m pueflow.modes.produce --config C --input FILE [--rate N]``."""
     import argparse
-
-    from pueflow.config.models import load_config
-    from pueflow.connectors.ops import configure_json_logging
 
     ap = argparse.ArgumentParser(prog="pueflow-produce", description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True)

@@ -11,9 +11,12 @@ from typing import Any
 import polars as pl
 
 from pueflow.config.models import Config
-from pueflow.pipeline.core import Output, Pipeline
+from pueflow.connectors.files import iter_file
+from pueflow.connectors.sink import SinkSet, build_sinkset
+from pueflow.optimizers.dispatcher import Dispatcher
+from pueflow.pipeline.core import Pipeline
 from pueflow.schema.registry import Registry
-from pueflow.sovereignty.router import Router
+from pueflow.schema.rows import Output
 
 
 @dataclass
@@ -32,54 +35,6 @@ class ReplayResult:
     @property
     def samples_per_s(self) -> float:
         return self.readings / self.seconds if self.seconds else 0.0
-
-
-class SinkSet:
-    """Every configured sink behind the sovereignty router."""
-
-    def __init__(self, cfg: Config, sinks: list[Any]):
-        self.cfg = cfg
-        self.router = Router(cfg)
-        by_name = {s.name: s for s in cfg.sinks}
-        self.pairs = [(by_name[s.name], s) for s in sinks if s.name in by_name]
-
-    def write(self, out: Output) -> int:
-        n = 0
-        for measurement, df in out.frames().items():
-            for spec, sink in self.pairs:
-                rows = self.router.rows_for(spec, measurement, df)
-                if rows is not None:
-                    sink.write(measurement, rows)
-                    self.router.audit(spec, measurement, rows)  # what left a jurisdiction
-                    n += rows.height
-        return n
-
-    def flush(self) -> None:
-        for _, sink in self.pairs:
-            sink.flush()
-
-    def close(self) -> None:
-        for _, sink in self.pairs:
-            sink.close()
-
-
-def build_sinkset(cfg: Config, run: str = "", out_dir: str | Path | None = None) -> SinkSet:
-    """Sinks from the config. ``out_dir`` relocates Parquet stores (one store: that folder;
-    several: a sub-folder per sink name, so jurisdictions never share a folder)."""
-    from pueflow.connectors.sink import build_sinks
-
-    if out_dir is not None:
-        parquet = [s for s in cfg.sinks if s.type == "parquet"]
-        cfg = cfg.model_copy(deep=True)
-        for s in cfg.sinks:
-            if s.type == "parquet":
-                s.path = str(out_dir) if len(parquet) == 1 else str(Path(out_dir) / s.name)
-        if not parquet:
-            from pueflow.config.models import Sink
-
-            jur = cfg.sites[0].jurisdiction
-            cfg.sinks.append(Sink(name="local", type="parquet", path=str(out_dir), jurisdiction=jur))
-    return SinkSet(cfg, build_sinks(cfg, run=run))
 
 
 def decode_error_rows(path: str, errors: list[tuple[int, str]], run: str = "") -> pl.DataFrame:
@@ -157,13 +112,9 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     dispatch : "mpc" | "rule" | "oracle", optional
         Also compute dispatch setpoints with that policy.
     """
-    from pueflow.connectors.files import iter_file
-
     registry = Registry(cfg)
     dispatcher = None
     if dispatch:
-        from pueflow.optimizers.dispatcher import Dispatcher
-
         dispatcher = Dispatcher(cfg, policy=dispatch)
     sinks = build_sinkset(cfg, run, out_dir) if write else None
 

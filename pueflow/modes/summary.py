@@ -6,6 +6,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from pueflow.units import parse_duration_ns
+
 
 def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False,
               timezones: dict[str, str] | None = None) -> pl.DataFrame:
@@ -23,8 +25,6 @@ def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False,
         rows = kpi.filter(pl.col("window") == "1d")
         keys = ["site", "time"]
     else:
-        from pueflow.config.models import parse_duration_ns
-
         finest = min(windows, key=parse_duration_ns)
         rows = kpi.filter(pl.col("window") == finest)
         keys = ["site"]

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import parse_duration_ns
 from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.assets import SiteModel, site_model
 from pueflow.optimizers.forecast import Forecast, Forecaster, Recent, forecaster_for
@@ -36,6 +35,7 @@ from pueflow.optimizers.rule import rule_plan
 from pueflow.optimizers.safety import Setpoints, clip_setpoints
 from pueflow.optimizers.tariff import calendar, signals
 from pueflow.schema import rows as rw
+from pueflow.units import parse_duration_ns
 
 SETPOINT_FIELDS = ("battery_kw", "grid_import_kw", "flex_it_cap_kw", "cooling_supply_c", "plan_cost")
 _QUALITY_SCHEMA = {"time": rw.TIME_DTYPE, "site": pl.Utf8, "kind": pl.Utf8, "device": pl.Utf8,

@@ -13,7 +13,8 @@ import numpy as np
 import polars as pl
 
 from pueflow.config.dispatch import DispatchSpec
-from pueflow.config.models import Site, parse_config
+from pueflow.config.load import parse_config
+from pueflow.config.models import Site
 from pueflow.optimizers.forecast import Forecast
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,11 +22,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import ALL_ROLES, ROLE_INDEX, Config, parse_duration_ns
+from pueflow.config.models import Config
 from pueflow.pipeline import energy as en
 from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
-from pueflow.pipeline.history import SiteHistory, Windows
+from pueflow.pipeline.history import Windows
 from pueflow.pipeline.screen import (
     OK,
     SCREEN_NAMES,
@@ -36,34 +35,20 @@ from pueflow.pipeline.screen import (
     site_span,
     sort_dedup_arrays,
 )
+from pueflow.pipeline.state import CoreState
 from pueflow.pipeline.windows import DAY, rollup, shift_rows, window_end, window_start
-from pueflow.schema import rows as rw
+from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from pueflow.schema.batch import Batch
 from pueflow.schema.registry import Registry
+from pueflow.schema.rows import Output
+from pueflow.units import parse_duration_ns
 
 NO_TIME = en.NO_TIME
 N_ROLES = len(ALL_ROLES)
 EV_COLUMNS = {en.EV_ROLLOVER: 0, en.EV_RESET: 1, en.EV_GAP: 2}
 
 
-@dataclass
-class Output:
-    """What one call of the core produced: rows per measurement and rejected readings."""
-
-    kpi: pl.DataFrame | None = None
-    quality: pl.DataFrame | None = None
-    setpoint: pl.DataFrame | None = None
-    fleet: pl.DataFrame | None = None
-    #: indices into the input batch of readings excluded at screening, and why
-    rejected_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    rejected_reason: list[str] = field(default_factory=list)
-
-    def frames(self) -> dict[str, pl.DataFrame]:
-        return {m: df for m in rw.MEASUREMENTS
-                if (df := getattr(self, m)) is not None and df.height}
-
-
-class Pipeline:
+class Pipeline(CoreState):
     """Stateful stream core: feed :class:`Batch` es to :meth:`process`, collect rows.
 
     Parameters
@@ -92,66 +77,15 @@ class Pipeline:
         self.windows = sorted(pc.windows, key=parse_duration_ns)
         n_sites = len(cfg.sites)
         self.tz = [ZoneInfo(s.timezone) for s in cfg.sites]
-        self.site_max_t = np.full(n_sites, NO_TIME, np.int64)
-        self.site_wm = np.full(n_sites, NO_TIME, np.int64)
-        self.site_b0 = np.zeros(n_sites, np.int64)
-        self.started = np.zeros(n_sites, np.bool_)
-        self.last_data_b = np.full(n_sites, NO_TIME, np.int64)
-        self.next_start: list[dict[str, int]] = [{} for _ in range(n_sites)]
-        self.hist = [SiteHistory() for _ in range(n_sites)]
+        CoreState.__init__(self, cfg, self.registry, self.base_ns, self.windows)
         self.metered = np.zeros((n_sites, N_ROLES), np.bool_)
         for i, s in enumerate(cfg.sites):
             for m in s.meters:
                 self.metered[i, ROLE_INDEX[m.role]] = True
         self.fleet = FleetAggregator(cfg, run)
         self._site_index = {s.id: i for i, s in enumerate(cfg.sites)}
-        self._cap = 0
-        self._width = 8
-        self._alloc_series(64)
-        self.pending = Batch.empty()
-        self._site_series_n = -1
         self._site_series: list[np.ndarray] = []
         self.stats = {"readings_in": 0, "readings_ok": 0, "readings_rejected": 0}
-
-    # ------------------------------------------------------------------ storage
-    def _alloc_series(self, need: int) -> None:
-        if need <= self._cap:
-            return
-        cap = max(need, 2 * self._cap)
-        n_old = self._cap
-
-        def grow1(old, fill, dtype):
-            new = np.full(cap, fill, dtype)
-            if n_old:
-                new[:n_old] = old
-            return new
-
-        def grow2(old, dtype):
-            new = np.zeros((cap, self._width), dtype)
-            if n_old:
-                new[:n_old] = old
-            return new
-
-        self.last_t = grow1(getattr(self, "last_t", None), NO_TIME, np.int64)
-        self.first_t = grow1(getattr(self, "first_t", None), NO_TIME, np.int64)
-        self.last_v = grow1(getattr(self, "last_v", None), 0.0, np.float64)
-        self.spike_run = grow1(getattr(self, "spike_run", None), 0, np.int64)
-        self.acc_e = grow2(getattr(self, "acc_e", None), np.float64)
-        self.acc_cov = grow2(getattr(self, "acc_cov", None), np.float64)
-        self.acc_sum = grow2(getattr(self, "acc_sum", None), np.float64)
-        self.acc_n = grow2(getattr(self, "acc_n", None), np.int64)
-        self._cap = cap
-
-    def _widen(self, width: int) -> None:
-        if width <= self._width:
-            return
-        w = max(width, 2 * self._width)
-        for name in ("acc_e", "acc_cov", "acc_sum", "acc_n"):
-            old = getattr(self, name)
-            new = np.zeros((old.shape[0], w), old.dtype)
-            new[:, : old.shape[1]] = old
-            setattr(self, name, new)
-        self._width = w
 
     def _series_of_site(self) -> list[np.ndarray]:
         n = len(self.registry)
@@ -190,18 +124,6 @@ class Pipeline:
         out.rejected_index = bad.astype(np.int64)
         out.rejected_reason = [SCREEN_NAMES[int(c)] for c in codes[bad]]
         return out
-
-    def snapshot(self, site_ids: list[str]) -> bytes:
-        """Complete state of ``site_ids`` as bytes (see :mod:`pueflow.pipeline.state`)."""
-        from pueflow.pipeline import state
-
-        return state.snapshot(self, site_ids)
-
-    def restore(self, blob: bytes) -> list[str]:
-        """Load state made by :meth:`snapshot`; returns the site ids restored."""
-        from pueflow.pipeline import state
-
-        return state.restore(self, blob)
 
     def advance_watermark(self, watermark_ns: dict[int, int]) -> Output:
         """Move site watermarks forward (consume mode: a quiet feed still closes windows).
@@ -325,11 +247,6 @@ class Pipeline:
 
     def _book_events(self, r: Batch, idx, code, site) -> None:
         """Count rollovers, resets and gaps into the bucket of the reading that showed them."""
-        if not hasattr(self, "ev_acc") or self.ev_acc.shape[1] < self._width:
-            old = getattr(self, "ev_acc", np.zeros((len(self.cfg.sites), 0, 3), np.int64))
-            new = np.zeros((len(self.cfg.sites), self._width, 3), np.int64)
-            new[:, : old.shape[1]] = old
-            self.ev_acc = new
         for c, col in EV_COLUMNS.items():
             sel = idx[code == c]
             if len(sel):
@@ -339,9 +256,6 @@ class Pipeline:
 
     def _close_sites(self, a, quality, final: bool) -> pl.DataFrame | None:
         site_series = self._series_of_site()
-        if not hasattr(self, "ev_acc") or self.ev_acc.shape[1] < self._width:
-            self._book_events(Batch.empty(), np.empty(0, np.int64), np.empty(0, np.int8),
-                              np.empty(0, np.int32))
         blocks: list[Windows] = []
         for i in range(len(self.cfg.sites)):
             if not self.started[i]:

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import ROLE_INDEX, Config, Site
+from pueflow.config.models import Config, Site
 from pueflow.pipeline.windows import DAY, local_date
+from pueflow.roles import ROLE_INDEX
 
 R = ROLE_INDEX
 COOLING = [i for r, i in R.items() if r.startswith("cooling.")]

@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES, Config
+from pueflow.config.models import Config
 from pueflow.pipeline import kpi as kp
 from pueflow.pipeline.history import Windows
 from pueflow.pipeline.screen import SCREEN_NAMES
+from pueflow.roles import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES
 from pueflow.schema import rows as rw
 from pueflow.schema.batch import Batch
 from pueflow.schema.registry import Registry

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pueflow.config.models import ALL_ROLES
+from pueflow.roles import ALL_ROLES
 
 N_ROLES = len(ALL_ROLES)
 

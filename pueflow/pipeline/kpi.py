@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pueflow.config.models import COOLING_SUBSYSTEMS, ROLE_INDEX
 from pueflow.jit import njit
+from pueflow.roles import COOLING_SUBSYSTEMS, ROLE_INDEX
 
 R = ROLE_INDEX
 N_ROLES = len(ROLE_INDEX)

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from pueflow.config.models import parse_duration_ns
 from pueflow.jit import njit
+from pueflow.units import parse_duration_ns
 
 DAY = "1d"
 

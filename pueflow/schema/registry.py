@@ -12,7 +12,8 @@ import re
 
 import numpy as np
 
-from pueflow.config.models import ROLE_INDEX, SIGNED_ROLES, Config
+from pueflow.config.models import Config
+from pueflow.roles import ROLE_INDEX, SIGNED_ROLES
 
 KIND_UNKNOWN, KIND_REGISTER, KIND_POWER, KIND_SENSOR = -1, 0, 1, 2
 _KIND = {"register": KIND_REGISTER, "power": KIND_POWER, "sensor": KIND_SENSOR}

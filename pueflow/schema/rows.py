@@ -7,6 +7,9 @@ A row's identity is (measurement, tags, time): writing it again overwrites, neve
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
 import polars as pl
 
 #: Tag columns per measurement, in order. ``run`` is present (possibly "") on every row so
@@ -44,3 +47,20 @@ def field_columns(measurement: str, df: pl.DataFrame) -> list[str]:
 
 def identity_columns(measurement: str) -> list[str]:
     return [TIME, *tag_columns(measurement)]
+
+
+@dataclass
+class Output:
+    """What one call of the core produced: rows per measurement and rejected readings."""
+
+    kpi: pl.DataFrame | None = None
+    quality: pl.DataFrame | None = None
+    setpoint: pl.DataFrame | None = None
+    fleet: pl.DataFrame | None = None
+    #: indices into the input batch of readings excluded at screening, and why
+    rejected_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    rejected_reason: list[str] = field(default_factory=list)
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return {m: df for m in MEASUREMENTS
+                if (df := getattr(self, m)) is not None and df.height}

@@ -13,6 +13,7 @@ from pueflow.config.models import Site
 from pueflow.exceptions import ConfigError
 from pueflow.schema.registry import DEFAULT_MAX_KW_FACTOR
 from pueflow.sim.meters import POWER, REGISTER, SENSOR, SeriesTable
+from pueflow.sim.solar import layout
 
 _KIND_NAME = {POWER: "power", REGISTER: "register", SENSOR: "sensor"}
 
@@ -59,8 +60,6 @@ def resolve(site: Site) -> Counts:
         1, math.ceil(ups_load / p.electrical.ups_rated_kw))
     inverters = 0
     if p.pv.kwp > 0:
-        from pueflow.sim.solar import layout
-
         inverters = layout(p.pv, site.latitude).inverters
     battery = int(p.battery.capacity_kwh > 0 and p.battery.power_kw > 0)
     if towers and p.dry_cooler.count:

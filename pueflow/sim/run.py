@@ -17,10 +17,12 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from pueflow.config.models import Config, parse_duration_ns
+from pueflow.config.models import Config
+from pueflow.connectors.telemetry_writer import TelemetryWriter
 from pueflow.sim.meters import FAULT_SCHEMA
 from pueflow.sim.site import SiteSim
 from pueflow.sim.truth import COLUMNS as TRUTH_COLUMNS
+from pueflow.units import parse_duration_ns
 
 
 class _Writer(Protocol):
@@ -150,8 +152,6 @@ def simulate(cfg: Config, start: datetime, days: float, *, seed: int, step_s: fl
     writer: Any = out
     own = False
     if isinstance(out, str | Path):
-        from pueflow.connectors.telemetry_writer import TelemetryWriter
-
         writer, own = TelemetryWriter(out), True
     kept: list[pl.DataFrame] = []
     try:
@@ -174,7 +174,6 @@ def simulate_to_file(cfg: Config, start: datetime, days: float, out_path: str | 
                      progress: bool = True) -> SimResult:
     """Write telemetry to ``out_path`` (``fmt`` parquet|csv|jsonl|lp, default from the
     extension) and ``truth.parquet`` + ``faults.parquet`` in the same directory."""
-    from pueflow.connectors.telemetry_writer import TelemetryWriter
 
     path = Path(out_path)
     writer = TelemetryWriter(path, fmt)

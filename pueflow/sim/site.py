@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from pueflow.config.models import Site
-from pueflow.sim import cooling, electrical, weather
+from pueflow.sim import cooling, electrical, solar, weather, wind
 from pueflow.sim.battery import Battery
 from pueflow.sim.load import RackLoad
 from pueflow.sim.meters import (
@@ -96,7 +96,6 @@ class SiteSim:
         p, s = self.plant, self.site
         if self.counts.pv_inverters == 0:
             return np.zeros(len(self.weather.grid_ns))
-        from pueflow.sim import solar
 
         lay = solar.layout(p.pv, s.latitude)
         return solar.ac_power_kw(p.pv, lay, self.weather, s.latitude, s.longitude, s.altitude_m)
@@ -104,7 +103,6 @@ class SiteSim:
     def _wind(self) -> np.ndarray:
         if self.counts.turbines == 0:
             return np.zeros((len(self.weather.grid_ns), 0))
-        from pueflow.sim import wind
 
         return wind.turbine_power_kw(self.plant.wind, self.weather.wind10_m_s, self.rng["wind"])
 

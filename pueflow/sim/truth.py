@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import COOLING_SUBSYSTEMS
+from pueflow.roles import COOLING_SUBSYSTEMS
 
 #: Energy roles tracked by the truth, in column order of ``role_kw`` arrays.
 TRUTH_ROLES = (("facility", "it") + tuple(f"cooling.{s}" for s in COOLING_SUBSYSTEMS)

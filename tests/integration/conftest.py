@@ -6,7 +6,7 @@
   (it speaks the InfluxDB v2 write API and reads back with ``/api/v1/export``); a test can
   stop and restart it (store outage).
 - ``service_factory``: the consume service as a subprocess (``python -m
-  pueflow.modes.consume.service``), so a test can kill -9 it.
+  pueflow.cli consume``), so a test can kill -9 it.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ class ServiceProc:
 
     def start(self) -> ServiceProc:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "pueflow.modes.consume.service", "--config", str(self.config),
+        cmd = [sys.executable, "-m", "pueflow.cli", "consume", "--config", str(self.config),
                "--metrics-port", str(self.metrics_port), "--session-timeout-ms", "6000",
                *self.extra]
         with open(self.log, "ab") as fh:

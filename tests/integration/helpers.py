@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pueflow.config.models import Config, parse_config
+from pueflow.config.load import parse_config
+from pueflow.config.models import Config
 from pueflow.pipeline.core import Pipeline
 from pueflow.schema.batch import Batch
 

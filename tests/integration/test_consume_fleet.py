@@ -10,7 +10,7 @@ import orjson
 import polars as pl
 import pytest
 
-from pueflow.config.models import parse_config
+from pueflow.config.load import parse_config
 from pueflow.connectors.kafka import ensure_topics
 from pueflow.connectors.parquet_store import read_store
 from pueflow.modes.consume.service import ConsumeService

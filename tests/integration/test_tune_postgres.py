@@ -126,7 +126,7 @@ def test_two_workers_on_two_machines_join_one_postgres_study(postgres_url, setup
     assert all(t.state.is_finished() for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
     # the coordinator writes the report from the shared study without running more trials
-    from pueflow.config.models import load_config
+    from pueflow.config.load import load_config
     from pueflow.modes.tune.run import run_tune
 
     res = run_tune(load_config(cfg), hist, trials=TRIALS, storage=postgres_url, study="shared",

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pueflow.config.models import ALL_ROLES, ROLE_INDEX
 from pueflow.pipeline import energy as en
 from pueflow.pipeline import kpi as kp
 from pueflow.pipeline import screen as sc
 from pueflow.pipeline import windows as wn
+from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from tests import naive
 from tests.conftest import NS, T0, Rig, examples
 

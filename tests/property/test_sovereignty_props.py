@@ -21,7 +21,7 @@ import polars as pl
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pueflow.config.models import parse_config
+from pueflow.config.load import parse_config
 from pueflow.exceptions import ConfigError
 from pueflow.sovereignty.router import Router
 

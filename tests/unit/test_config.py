@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pueflow.cli import main
-from pueflow.config.models import load_config, parse_config, parse_duration_ns
+from pueflow.config.load import load_config, parse_config
 from pueflow.exceptions import ConfigError
+from pueflow.units import parse_duration_ns
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config").glob("*.toml"))

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.assets import site_model
 from pueflow.optimizers.backtest import compare, run_backtest

@@ -183,7 +183,7 @@ def test_cooling_plan_follows_the_planes_and_the_chip_limit():
 
 
 def test_backends_agree_on_the_40mw_example():
-    from pueflow.config.models import load_config
+    from pueflow.config.load import load_config
     from pueflow.optimizers.forecast import DefaultForecaster, Recent
 
     site = load_config("config/dakhla-40mw-gb200.toml").sites[0]

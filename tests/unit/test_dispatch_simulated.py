@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.modes.tune.history import load_history
 from pueflow.optimizers.assets import site_model
 from pueflow.optimizers.backtest import compare

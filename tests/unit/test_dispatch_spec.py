@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pueflow.config.dispatch import DispatchSpec, clock_hours, duration_s
-from pueflow.config.models import Site, load_config, parse_config
+from pueflow.config.load import load_config, parse_config
+from pueflow.config.models import Site
 from pueflow.exceptions import ConfigError, OptimizerError
 from pueflow.optimizers.assets import apply_overrides, site_model
 from pueflow.optimizers.tariff import calendar, in_window, signals

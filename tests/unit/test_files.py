@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.connectors.files import _read_ahead, format_of, iter_file, telemetry_files
 from pueflow.connectors.telemetry_writer import TelemetryWriter, write_telemetry
 from pueflow.exceptions import InputFormatError

@@ -9,9 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config.models import ALL_ROLES, ROLE_INDEX, parse_config
+from pueflow.config.load import parse_config
 from pueflow.pipeline.core import Pipeline
 from pueflow.pipeline.fleet import FleetAggregator, fleet_row, site_totals
+from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from pueflow.schema.batch import Batch
 
 NS = 10**9

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from pueflow.config.models import ALL_ROLES, ROLE_INDEX
 from pueflow.pipeline import fleet as fl
 from pueflow.pipeline import kpi as kp
+from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from tests import naive
 from tests.conftest import NS, build_config
 

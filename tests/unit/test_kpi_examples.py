@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pueflow.config.models import ROLE_INDEX
 from pueflow.pipeline import energy as en
 from pueflow.pipeline import fleet as fl
 from pueflow.pipeline import kpi as kp
+from pueflow.roles import ROLE_INDEX
 from tests import naive
 from tests.conftest import NS, Rig, build_config, frames, kpi_sorted, run
 

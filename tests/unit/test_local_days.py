@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config.models import parse_config
+from pueflow.config.load import parse_config
 from pueflow.pipeline.core import Pipeline
 from pueflow.pipeline.windows import local_date, window_end, window_start
 from pueflow.schema.batch import Batch

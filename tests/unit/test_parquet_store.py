@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.connectors.parquet_store import ParquetStore, read_store, store_files
 from pueflow.connectors.sink import Sink, build_sinks
 from pueflow.exceptions import SinkError

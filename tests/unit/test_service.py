@@ -16,10 +16,11 @@ import orjson
 import polars as pl
 import pytest
 
-from pueflow.config.models import parse_config
+from pueflow.config.load import parse_config
 from pueflow.connectors import kafka as kc
 from pueflow.exceptions import ConfigError, SinkBackpressure, StateError
-from pueflow.modes.consume.service import ConsumeService, _fold, _kind
+from pueflow.modes.consume.records import _fold, _kind
+from pueflow.modes.consume.service import ConsumeService
 from pueflow.modes.produce import encode_keyed
 from pueflow.pipeline.core import Pipeline
 from pueflow.schema.batch import Batch

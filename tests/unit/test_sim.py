@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config.models import load_config, parse_config
+from pueflow.config.load import load_config, parse_config
 from pueflow.config.plant import PlantSpec
 from pueflow.exceptions import ConfigError
 from pueflow.sim import simulate, simulate_to_file

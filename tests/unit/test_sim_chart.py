@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.sim import simulate, write_chart
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config.models import load_config, parse_duration_ns
+from pueflow.config.load import load_config
 from pueflow.sim import simulate
 from pueflow.sim.meters import RegisterBank
+from pueflow.units import parse_duration_ns
 
 ROOT = Path(__file__).resolve().parents[2]
 JULY = datetime(2026, 7, 20, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.modes.replay import replay
 from pueflow.sim import simulate, simulate_to_file
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.config.models import parse_config
+from pueflow.config.load import parse_config
 from pueflow.exceptions import ConfigError
 from pueflow.sovereignty.router import Router
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pueflow.config.models import parse_config
+from pueflow.config.load import parse_config
+from pueflow.connectors.sink import SinkSet
 from pueflow.exceptions import SinkError
-from pueflow.modes.replay import SinkSet
-from pueflow.pipeline.core import Output
+from pueflow.schema.rows import Output
 from pueflow.sovereignty.audit import AuditLog, audit_path, read_audit
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from pueflow.cli import main
-from pueflow.config.models import load_config, parse_config
+from pueflow.config.load import load_config, parse_config
 from pueflow.exceptions import ConfigError
 from pueflow.modes.tune.best_config import dumps
 from pueflow.modes.tune.objective import Evaluator, resolve_space

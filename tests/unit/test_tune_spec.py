@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pueflow.config.models import load_config, parse_config
+from pueflow.config.load import load_config, parse_config
 from pueflow.config.tune import TuneSpec
 from pueflow.exceptions import ConfigError, InputFormatError
 from pueflow.modes.tune.best_config import tuned_config_text

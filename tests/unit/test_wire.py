@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pueflow.config.models import load_config, parse_config
+from pueflow.config.load import load_config, parse_config
 from pueflow.connectors.wire import (
     decode_json,
     decode_line,

@@ -27,7 +27,7 @@ _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def tuned_config_text(cfg: Any, site_id: str, overrides: dict[str, Any], note: str) -> str:
     """TOML text of ``cfg`` with ``overrides`` applied to ``site_id``'s ``[sites.dispatch]``."""
-    from pueflow.config.models import parse_config
+    from pueflow.config.load import parse_config
 
     index = [s.id for s in cfg.sites].index(site_id)
     want = cfg.model_copy(deep=True)

@@ -119,8 +119,8 @@ def _from_telemetry(cfg: Any, site: Any, model: SiteModel, p: Path, progress: bo
 
 def _from_windows(rows: pl.DataFrame, model: SiteModel, source: str, where: str) -> History:
     """Window rows (truth or kpi) of ``model``'s site -> history on the dispatch step grid."""
-    from pueflow.config.models import parse_duration_ns
     from pueflow.optimizers.dispatcher import _expected_flex_kw
+    from pueflow.units import parse_duration_ns
 
     if "site" in rows.columns:
         rows = rows.filter(pl.col("site") == model.site_id)

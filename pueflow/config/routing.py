@@ -1,0 +1,232 @@
+"""Routing rules: what may cross a border, to which sink (``[routing]``), checked at load.
+
+The models of ``[routing]`` and the rule functions both the load-time check
+(:func:`route_problems`, ``check-config``) and the run-time guard
+(:class:`pueflow.sovereignty.router.Router`) apply, so the rule is written once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import Field, field_validator
+
+from pueflow.config.base import Model, duration_str
+from pueflow.units import fmt_duration_ns, parse_duration_ns
+
+if TYPE_CHECKING:
+    from pueflow.config.models import Config, Sink
+
+DEFAULT_RULE = "routing.cross_border_measurements / routing.cross_border_min_window"
+
+#: The most that may ever leave a jurisdiction: quality details, setpoints and raw telemetry
+#: never do.
+CROSS_BORDER_MEASUREMENTS = ("kpi", "fleet")
+
+
+def _cross_border_measurements(v: list[str]) -> list[str]:
+    bad = [m for m in v if m not in CROSS_BORDER_MEASUREMENTS]
+    if bad:
+        msg = (f"{bad} may never leave a jurisdiction (quality details, setpoints and raw "
+               f"telemetry stay home); choose from {list(CROSS_BORDER_MEASUREMENTS)}")
+        raise ValueError(msg)
+    return v
+
+
+class RoutingAllow(Model):
+    """Per-destination allow-list: what one sink may receive from other jurisdictions.
+
+    Once a sink has an allow-list, only rows covered by one of its entries may reach it
+    across a border. Entries only narrow the default rule, never widen it.
+    """
+
+    sink: str = Field(min_length=1, description="name of the destination sink")
+    jurisdictions: list[str] = Field(default_factory=list, description="source countries; empty = any")
+    sites: list[str] = Field(default_factory=list,
+                             description="source sites; empty = any (an entry naming sites covers "
+                                         "only their rows, not fleet aggregates)")
+    measurements: list[str] = Field(default_factory=lambda: list(CROSS_BORDER_MEASUREMENTS))
+    min_window: str = Field("", description="finest window this sink may receive; default: the routing default")
+
+    @field_validator("measurements")
+    @classmethod
+    def _m(cls, v: list[str]) -> list[str]:
+        return _cross_border_measurements(v)
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _j(cls, v: list[str]) -> list[str]:
+        bad = [j for j in v if not re.fullmatch(r"[A-Z]{2}", j)]
+        if bad:
+            msg = f"{bad} are not ISO 3166-1 alpha-2 codes; write e.g. 'MA', 'ES', 'US'"
+            raise ValueError(msg)
+        return v
+
+    @field_validator("min_window")
+    @classmethod
+    def _mw(cls, v: str) -> str:
+        return duration_str(v) if v else v
+
+
+class RoutingConfig(Model):
+    """Which measurements, at which granularity, may leave a jurisdiction (``[routing]``).
+
+    Default: ``kpi`` rows of windows >= 1 h carrying no device-level tags, and fleet
+    aggregates of windows >= 1 h (a jurisdiction's aggregate over one site *is* that site's
+    KPI row). Quality details, setpoints and raw telemetry never cross a border.
+    """
+
+    cross_border_measurements: list[str] = Field(
+        default_factory=lambda: list(CROSS_BORDER_MEASUREMENTS))
+    cross_border_min_window: str = Field("1h", description="finest kpi window that may leave")
+    fleet_min_window: str = Field("", description="finest fleet window that may leave; "
+                                                  "default: cross_border_min_window")
+    audit_log: str = Field("", description="JSON-lines audit of cross-border writes; default: "
+                                           "beside the first Parquet store")
+    allow: list[RoutingAllow] = Field(default_factory=list)
+
+    @field_validator("cross_border_measurements")
+    @classmethod
+    def _m(cls, v: list[str]) -> list[str]:
+        return _cross_border_measurements(v)
+
+    @field_validator("cross_border_min_window")
+    @classmethod
+    def _d(cls, v: str) -> str:
+        return duration_str(v)
+
+    @field_validator("fleet_min_window")
+    @classmethod
+    def _fd(cls, v: str) -> str:
+        return duration_str(v) if v else v
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What may cross from one source to one sink.
+
+    ``min_window_ns`` maps each measurement that may cross to the finest window [ns] that
+    may; a measurement absent from it may not cross at all. ``rule`` names the config key
+    that decided, for messages.
+    """
+
+    min_window_ns: dict[str, int]
+    rule: str
+
+    def describe(self) -> str:
+        """Say what may cross, e.g. ``"fleet >= 1h, kpi >= 1h"``."""
+        if not self.min_window_ns:
+            return "nothing"
+        return ", ".join(f"{m} >= {fmt_duration_ns(ns)}" for m, ns in sorted(self.min_window_ns.items()))
+
+
+
+def default_allowance(cfg: Config) -> Allowance:
+    """Return the default rule: ``routing.cross_border_measurements`` at their finest windows."""
+    r = cfg.routing
+    kpi_ns = parse_duration_ns(r.cross_border_min_window)
+    fleet_ns = parse_duration_ns(r.fleet_min_window) if r.fleet_min_window else kpi_ns
+    limits = {"kpi": kpi_ns, "fleet": fleet_ns}
+    return Allowance({m: limits[m] for m in r.cross_border_measurements
+                      if m in CROSS_BORDER_MEASUREMENTS}, DEFAULT_RULE)
+
+
+def allowance(cfg: Config, sink: Sink, sources: frozenset[str], site: str | None) -> Allowance:
+    """Return what may reach ``sink`` across a border from one source.
+
+    ``sources`` are the jurisdictions of a row; ``site`` is its site for a site-level row,
+    None for an aggregate. Without an allow-list for ``sink`` this is the default rule;
+    with one, the most permissive covering entry (each bounded by the default rule).
+    """
+    base = default_allowance(cfg)
+    entries = [(i, a) for i, a in enumerate(cfg.routing.allow) if a.sink == sink.name]
+    if not entries:
+        return base
+    limits: dict[str, int] = {}
+    names = []
+    for i, a in entries:
+        if a.jurisdictions and not sources <= set(a.jurisdictions):
+            continue
+        if a.sites and (site is None or site not in a.sites):
+            continue
+        names.append(f"routing.allow[{i}]")
+        own = parse_duration_ns(a.min_window) if a.min_window else 0
+        for m in a.measurements:
+            if m in base.min_window_ns:
+                lim = max(base.min_window_ns[m], own)
+                limits[m] = min(limits.get(m, lim), lim)
+    if not names:
+        who = f"site {site!r}" if site else f"aggregates of {sorted(sources)}"
+        idx = ", ".join(str(i) for i, _ in entries)
+        return Allowance({}, f"routing.allow[{idx}] (the allow-list of sink {sink.name!r} "
+                             f"has no entry for {who})")
+    return Allowance(limits, " + ".join(names))
+
+
+def sink_sites(cfg: Config, sink: Sink) -> list[str]:
+    """Sites whose rows a sink receives: those listed, else those of its own jurisdiction."""
+    if sink.sites:
+        return list(sink.sites)
+    return [s.id for s in cfg.sites if s.jurisdiction == sink.jurisdiction]
+
+
+# ------------------------------------------------------------------------------ load time
+def _allow_problems(cfg: Config) -> list[tuple[str, object, str]]:
+    problems: list[tuple[str, object, str]] = []
+    names = {s.name for s in cfg.sinks}
+    sites = {s.id for s in cfg.sites}
+    base = default_allowance(cfg)
+    for i, a in enumerate(cfg.routing.allow):
+        key = f"routing.allow[{i}]"
+        if a.sink not in names:
+            problems.append((f"{key}.sink", a.sink, f"no such sink; known: {sorted(names)}"))
+        for sid in a.sites:
+            if sid not in sites:
+                problems.append((f"{key}.sites", sid, f"no such site; known: {sorted(sites)}"))
+        if a.min_window:
+            own = parse_duration_ns(a.min_window)
+            finer = [m for m in a.measurements
+                     if m in base.min_window_ns and own < base.min_window_ns[m]]
+            if finer:
+                problems.append((f"{key}.min_window", a.min_window,
+                                 f"an allow-list only narrows the default rule ({DEFAULT_RULE}: "
+                                 f"{base.describe()}); use a window of at least that, or "
+                                 "change the default"))
+    return problems
+
+
+def route_problems(cfg: Config) -> list[tuple[str, object, str]]:
+    """Every route in ``cfg`` that would carry data across a border against the rules.
+
+    Each problem is (config key, value, message naming the site, the sink and the rule).
+    """
+    problems = _allow_problems(cfg)
+    juris = {s.id: s.jurisdiction for s in cfg.sites}
+    for i, sink in enumerate(cfg.sinks):
+        site_level = [m for m in sink.measurements if m != "fleet"]
+        min_w = parse_duration_ns(sink.min_window) if sink.min_window else 0
+        for sid in sink.sites:
+            if sid not in juris or juris[sid] == sink.jurisdiction:
+                continue
+            a = allowance(cfg, sink, frozenset({juris[sid]}), sid)
+            where = f"site {sid!r} ({juris[sid]}) -> sink {sink.name!r} ({sink.jurisdiction})"
+            bad = [m for m in site_level if m not in a.min_window_ns]
+            if bad:
+                ok = [m for m in CROSS_BORDER_MEASUREMENTS if m in a.min_window_ns]
+                fix = (f"set measurements = {ok}" if ok else
+                       f"add a routing.allow entry for sink {sink.name!r} covering it")
+                problems.append((f"sinks[{i}].measurements", sink.measurements,
+                                 f"{where}: {bad} may not leave {juris[sid]}; rule {a.rule} "
+                                 f"lets {'only ' if ok else ''}{a.describe()} cross (quality "
+                                 f"details, setpoints and raw telemetry never do). {fix[0].upper()}"
+                                 f"{fix[1:]}, or remove the site from sites"))
+            lim = a.min_window_ns.get("kpi")
+            if "kpi" in site_level and lim is not None and min_w < lim:
+                problems.append((f"sinks[{i}].min_window", sink.min_window or "<unset>",
+                                 f"{where}: only kpi windows >= {fmt_duration_ns(lim)} may cross a "
+                                 f"border (rule {a.rule}); set min_window = '{fmt_duration_ns(lim)}' "
+                                 "or remove the site from sites"))
+    return problems
+

@@ -1,0 +1,174 @@
+"""Consume: one poll's records -> decode -> core -> dead letters and sinks; quiet feeds."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from pueflow.pipeline.core import NO_TIME
+from pueflow.schema.rows import Output
+
+log = logging.getLogger("pueflow.service")
+
+
+class RecordsMixin:
+    """The per-poll half of :class:`~pueflow.modes.consume.service.ConsumeService`."""
+
+    def _handle(self, records: dict, now: float) -> None:
+        recs: list[Any] = []
+        tp_list = list(records)
+        counts: list[int] = []
+        for tp in tp_list:
+            rs = records[tp]
+            part = self.owned.get(tp)
+            if part is None:  # revoked while in flight
+                counts.append(0)
+                continue
+            values = [r.value for r in rs]
+            if None in values or max(map(len, values)) > self.max_message_bytes:
+                rs = self._screen_records(rs)
+            recs.extend(rs)
+            counts.append(len(rs))
+            n = len(records[tp])
+            part.next_offset = records[tp][-1].offset + 1
+            part.dirty = True
+            self.metrics.records_in.labels(tp.topic).inc(n)
+            self.stats.records += n
+            self._since_ckpt += n
+        if not recs:
+            return
+        payloads = [r.value for r in recs]
+        tp_of = np.repeat(np.arange(len(tp_list), dtype=np.int32), counts)
+        reg = self.pipeline.registry
+        dec = self._decode(payloads, reg)
+        out = self.pipeline.process(dec.batch)
+        n = len(dec.batch)
+        self.stats.samples += n
+        self.metrics.samples_in.inc(n)
+        self._track_sites(dec, tp_of, tp_list)
+        self._dead_letters(dec, out, recs)
+        self._emit(out, now)
+
+    def _screen_records(self, rs: list) -> list:
+        """Records worth decoding; empty and oversized ones go to the dead letters."""
+        keep = []
+        limit = self.max_message_bytes
+        for r in rs:
+            v = r.value
+            if v is None:
+                self._dead(r, "empty record (no value)", "empty")
+            elif len(v) > limit:
+                self._dead(r, f"record of {len(v)} bytes exceeds max_message_bytes={limit}",
+                           "oversized")
+            else:
+                keep.append(r)
+        return keep
+
+    def _track_sites(self, dec, tp_of: np.ndarray, tp_list: list) -> None:
+        """Which partition carries which site (a partition's state is its sites' state)."""
+        if not len(dec.batch):
+            return
+        now = self.idle_clock()
+        site = self.pipeline.registry.site[dec.batch.series]
+        n_sites = len(self.site_ids)
+        key = tp_of[dec.origin] * n_sites + site  # int32: partitions x sites is small
+        seen = np.bincount(key[site >= 0], minlength=len(tp_list) * n_sites)
+        for k in np.flatnonzero(seen).tolist():
+            j, s = divmod(k, n_sites)
+            tp = tp_list[j]
+            self.quiet_since[s] = now
+            owner = self.site_owner.get(s)
+            if owner is None:
+                self.site_owner[s] = tp
+                self.owned[tp].sites.add(self.site_ids[s])
+            elif owner != tp:
+                log.warning("site %s arrives on %s/%d and %s/%d; key topics by site so each "
+                            "site lives in one partition", self.site_ids[s], tp.topic,
+                            tp.partition, owner.topic, owner.partition)
+
+    def _dead_letters(self, dec, out: Output, recs: list) -> None:
+        reasons: dict[int, list[str]] = defaultdict(list)
+        for i, why in dec.errors:
+            reasons[i].append(why)
+        if len(out.rejected_index):
+            keys = self.pipeline.registry.keys
+            b = dec.batch
+            pay = dec.origin[out.rejected_index]
+            for p, ri, why in zip(pay.tolist(), out.rejected_index.tolist(),
+                                  out.rejected_reason, strict=True):
+                s = int(b.series[ri])
+                k = keys[s] if 0 <= s < len(keys) else ("?", "?", "?")
+                reasons[p].append(f"{why}: {k[0]}/{k[1]}/{k[2]} at {int(b.time_ns[ri])} ns")
+        for p, whys in reasons.items():
+            self._dead(recs[p], "; ".join(_fold(whys)), _kind(whys[0]))
+
+    def _dead(self, r: Any, reason: str, kind: str) -> None:
+        self.dlq.send(r.value, reason, r.topic, r.partition, r.offset, key=r.key)
+        self.metrics.dlq.labels(kind).inc()
+        self.stats.dlq += 1
+
+    def _emit(self, out: Output, now: float) -> None:
+        if out.fleet is not None and not self._owns_everything():
+            out.fleet = None  # a fleet aggregate needs every site; a partial one would overwrite
+        frames = out.frames()
+        if not frames:
+            return
+        n = self.sinks.write(out)
+        for m, df in frames.items():
+            self.metrics.rows_out.labels(m).inc(df.height)
+        self.stats.rows += n
+        if out.kpi is not None and out.kpi.height:
+            self._emits.append((now, out.kpi.height))
+        if self._unflushed_since is None:
+            self._unflushed_since = now
+
+    def _owns_everything(self) -> bool:
+        if self._n_topic_parts is None:
+            total = 0
+            for t in self.kcfg.topics:
+                total += len(self.consumer.partitions_for_topic(t) or ())
+            self._n_topic_parts = total
+        return len(self.owned) >= self._n_topic_parts
+
+    # ------------------------------------------------------------------ quiet feeds
+    def _idle(self, now: float) -> None:
+        """Advance the watermark of sites that are quiet while their partition is live;
+        update the lag gauges on the way."""
+        caught_up: dict[Any, bool] = {}
+        for tp, part in self.owned.items():
+            hw = self.consumer.highwater(tp)
+            if hw is not None and part.next_offset is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(hw - part.next_offset, 0))
+            caught_up[tp] = (hw is not None and part.next_offset is not None
+                             and part.next_offset >= hw and not self.paused)
+        advance: dict[int, int] = {}
+        p = self.pipeline
+        for s, tp in self.site_owner.items():
+            if not caught_up.get(tp) or np.isnan(self.quiet_since[s]):
+                self.quiet_since[s] = now  # behind, paused or unknown: not quiet, just slow
+                continue
+            quiet = now - self.quiet_since[s]
+            if quiet >= self.idle_s and p.site_max_t[s] != NO_TIME:
+                wm = int(p.site_max_t[s]) - self.grace_ns + int(quiet * 1e9)
+                if wm > p.site_wm[s]:
+                    advance[s] = wm
+                    self.owned[tp].dirty = True
+        if advance:
+            self._emit(p.advance_watermark(advance), time.monotonic())
+
+
+def _kind(reason: str) -> str:
+    head = reason.split(":", 1)[0].strip()
+    return head if head in ("late", "future", "unknown_series", "invalid_value", "spike") else "decode"
+
+
+def _fold(whys: list[str], limit: int = 20) -> list[str]:
+    if len(whys) <= limit:
+        return whys
+    return [*whys[:limit], f"... and {len(whys) - limit} more"]
+
+
