@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from pueflow.pipeline.kpi import ratios_of_sums
 from pueflow.units import parse_duration_ns
 
 
@@ -39,11 +40,13 @@ def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False,
         (pl.col("resets").sum() + pl.col("rollovers").sum()).alias("register_events"),
         pl.col("gaps").sum().alias("gaps"),
         pl.col("ambient_temp_c").mean().alias("ambient_c"),
-    ).with_columns(
-        (pl.col("facility_mwh") / pl.col("it_mwh")).alias("pue"),
-        ((pl.col("it_mwh") + pl.col("cooling_mwh")) / pl.col("it_mwh")).alias("ppue_cooling"),
-        pl.min_horizontal(pl.col("renewable_mwh") / pl.col("facility_mwh"), pl.lit(1.0)).alias("ref"),
     ))
+    # the kernel's rules on the sums: a period with no IT energy gives null, never inf/nan
+    r = ratios_of_sums(out["facility_mwh"].to_numpy(), out["it_mwh"].to_numpy(),
+                       out["renewable_mwh"].to_numpy(),
+                       cooling_kwh=out["cooling_mwh"].to_numpy())
+    out = out.with_columns(pl.Series(k, r[k], nan_to_null=True)
+                           for k in ("pue", "ppue_cooling", "ref"))
     if quality is not None and quality.height:
         q = quality.select("site", "time", "count")
         if "time" in keys:

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from pueflow.config.models import Config, Site
+from pueflow.pipeline.kpi import ratios_of_sums
 from pueflow.pipeline.windows import DAY, local_date
 from pueflow.roles import ROLE_INDEX
 
@@ -37,14 +38,11 @@ def site_totals(energy: np.ndarray, metered: np.ndarray, co2: float) -> np.ndarr
 def fleet_row(totals: np.ndarray) -> dict[str, float | None]:
     """KPIs from summed (facility, it, renewable, co2, water) totals."""
     fac, it, ren, co2, water = (float(x) for x in totals)
-    ok = it > 0
-    return {
-        "facility_kwh": fac, "it_kwh": it, "renewable_kwh": ren, "co2_kg": co2, "water_l": water,
-        "pue": fac / it if ok and fac >= it else None,
-        "ref": min(ren / fac, 1.0) if fac > 0 else None,
-        "cue_kg_per_kwh": co2 / it if ok else None,
-        "wue_l_per_kwh": water / it if ok else None,
-    }
+    r = ratios_of_sums([fac], [it], [ren], [co2], [water])
+    kpis = {k: (None if np.isnan(r[k][0]) else float(r[k][0]))
+            for k in ("pue", "ref", "cue_kg_per_kwh", "wue_l_per_kwh")}
+    return {"facility_kwh": fac, "it_kwh": it, "renewable_kwh": ren, "co2_kg": co2,
+            "water_l": water, **kpis}
 
 
 class FleetAggregator:
@@ -112,15 +110,13 @@ class FleetAggregator:
             self.pending = [df.join(left, on=["scope", "window", "time"], how="semi")]
         if done.height == 0:
             return None
-        it, fac = pl.col("it_kwh"), pl.col("facility_kwh")
+        r = ratios_of_sums(*(done[c].to_numpy() for c in self._TOTALS))
         return done.select(
             pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
             "scope", "window", pl.lit(self.run).alias("run"),
             *self._TOTALS,
-            pl.when((it > 0) & (fac >= it)).then(fac / it).alias("pue"),
-            pl.when(fac > 0).then(pl.min_horizontal(pl.col("renewable_kwh") / fac, 1.0)).alias("ref"),
-            pl.when(it > 0).then(pl.col("co2_kg") / it).alias("cue_kg_per_kwh"),
-            pl.when(it > 0).then(pl.col("water_l") / it).alias("wue_l_per_kwh"),
+            *(pl.Series(k, r[k], nan_to_null=True)
+              for k in ("pue", "ref", "cue_kg_per_kwh", "wue_l_per_kwh")),
             pl.col("sites").cast(pl.Int64),
         )
 

@@ -40,6 +40,82 @@ F_REF, F_CUE, F_WUE, F_ERF = F["ref"], F["cue_kg_per_kwh"], F["wue_l_per_kwh"], 
 F_COOLING, F_FACILITY = F["cooling_kwh"], F["facility_kwh"]
 
 
+# ----------------------------------------------------------------------------- the ratio rules
+# Written once, used by the window kernel, the fleet aggregates and the run summary: each
+# gives NaN (null) where the KPI is undefined, never inf.
+
+
+@njit
+def pue_of(facility_kwh, it_kwh):
+    """PUE = facility / IT energy [-]; NaN when IT <= 0 or the ratio is below 1 (flagged)."""
+    if not it_kwh > 0.0:
+        return np.nan
+    r = facility_kwh / it_kwh
+    return r if r >= 1.0 else np.nan
+
+
+@njit
+def ppue_of(it_kwh, overhead_kwh):
+    """Partial PUE = (IT + one overhead) / IT [-]; NaN when IT <= 0."""
+    return (it_kwh + overhead_kwh) / it_kwh if it_kwh > 0.0 else np.nan
+
+
+@njit
+def per_it(x, it_kwh):
+    """``x`` per kWh of IT energy (CUE [kg/kWh], WUE [L/kWh]); NaN when IT <= 0."""
+    return x / it_kwh if it_kwh > 0.0 else np.nan
+
+
+@njit
+def share_of_facility(x_kwh, facility_kwh, cap):
+    """``x`` / facility energy (REF capped at 1, ERF uncapped); NaN when facility <= 0."""
+    if not facility_kwh > 0.0:
+        return np.nan
+    r = x_kwh / facility_kwh
+    return min(r, 1.0) if cap else r
+
+
+@njit
+def _sum_ratios(fac, it, ren, co2, water, cool, out):
+    for i in range(fac.shape[0]):
+        out[i, 0] = pue_of(fac[i], it[i])
+        out[i, 1] = share_of_facility(ren[i], fac[i], True)
+        out[i, 2] = per_it(co2[i], it[i])
+        out[i, 3] = per_it(water[i], it[i])
+        out[i, 4] = ppue_of(it[i], cool[i])
+
+
+#: columns of :func:`ratios_of_sums`
+SUM_RATIOS = ("pue", "ref", "cue_kg_per_kwh", "wue_l_per_kwh", "ppue_cooling")
+
+
+def ratios_of_sums(facility_kwh, it_kwh, renewable_kwh, co2_kg=None, water_l=None,
+                   cooling_kwh=None) -> dict[str, np.ndarray]:
+    """KPIs of summed energies (fleet rows, run summaries), by the same rules as the kernel.
+
+    Parameters
+    ----------
+    facility_kwh, it_kwh, renewable_kwh : array [kWh]
+    co2_kg : array [kg], optional
+    water_l : array [L], optional
+    cooling_kwh : array [kWh], optional
+
+    Returns
+    -------
+    dict of arrays named as :data:`SUM_RATIOS`; NaN where a KPI is undefined.
+    """
+    fac = np.ascontiguousarray(facility_kwh, np.float64)
+    n = fac.shape[0]
+
+    def col(x):
+        return np.zeros(n) if x is None else np.nan_to_num(np.ascontiguousarray(x, np.float64))
+
+    out = np.empty((n, len(SUM_RATIOS)), np.float64)
+    _sum_ratios(fac, np.ascontiguousarray(it_kwh, np.float64), col(renewable_kwh), col(co2_kg),
+                col(water_l), col(cooling_kwh), out)
+    return {name: out[:, j] for j, name in enumerate(SUM_RATIOS)}
+
+
 @njit
 def kpis(energy, metered, co2_kg_per_kwh, out, flags):
     """Compute KPI fields for each row of role energies.
@@ -79,33 +155,30 @@ def kpis(energy, metered, co2_kg_per_kwh, out, flags):
         if not it > 0.0:
             flags[r] = FLAG_NON_POSITIVE_IT
         else:
-            pue = facility / it
-            if pue < 1.0:
+            out[r, F_PUE] = pue_of(facility, it)
+            if facility / it < 1.0:
                 flags[r] = FLAG_BETTER_THAN_PERFECT
-            else:
-                out[r, F_PUE] = pue
             if any_cooling:
-                out[r, F_PPUE_COOLING] = (it + cooling) / it
+                out[r, F_PPUE_COOLING] = ppue_of(it, cooling)
             for k in range(COOLING_ROLES.shape[0]):
                 c = COOLING_ROLES[k]
                 if metered[c]:
-                    out[r, F_PPUE_COOLING + 1 + k] = (it + e[c]) / it
+                    out[r, F_PPUE_COOLING + 1 + k] = ppue_of(it, e[c])
             if metered[I_EL]:
-                out[r, F_PPUE_EL] = (it + e[I_EL]) / it
+                out[r, F_PPUE_EL] = ppue_of(it, e[I_EL])
             if metered[I_OTHER]:
-                out[r, F_PPUE_OTHER] = (it + e[I_OTHER]) / it
+                out[r, F_PPUE_OTHER] = ppue_of(it, e[I_OTHER])
             if metered[I_GRID]:
                 grid = e[I_GRID]
             else:
                 grid = max(facility - e[I_PV] - e[I_WIND], 0.0)
-            out[r, F_CUE] = grid * co2_kg_per_kwh / it
+            out[r, F_CUE] = per_it(grid * co2_kg_per_kwh, it)
             if metered[I_WATER]:
-                out[r, F_WUE] = e[I_WATER] / it
-        if facility > 0.0:
-            if metered[I_PV] or metered[I_WIND]:
-                out[r, F_REF] = min((e[I_PV] + e[I_WIND]) / facility, 1.0)
-            if metered[I_HEAT]:
-                out[r, F_ERF] = e[I_HEAT] / facility
+                out[r, F_WUE] = per_it(e[I_WATER], it)
+        if metered[I_PV] or metered[I_WIND]:
+            out[r, F_REF] = share_of_facility(e[I_PV] + e[I_WIND], facility, True)
+        if metered[I_HEAT]:
+            out[r, F_ERF] = share_of_facility(e[I_HEAT], facility, False)
 
 
 def compute(energy: np.ndarray, metered: np.ndarray, co2_kg_per_kwh: float

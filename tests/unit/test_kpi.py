@@ -213,3 +213,25 @@ def test_fleet_daily_windows_keyed_by_local_date():
     assert fleet.height == 1
     assert fleet["sites"][0] == 2
     assert fleet["time"][0].timestamp() == day / NS
+
+
+def test_summary_and_fleet_give_null_not_inf_for_no_it_energy():
+    """The run summary applies the kernel's rules to its sums: no IT energy -> null PUE."""
+    import polars as pl
+
+    from pueflow.modes.summary import summarise
+
+    kpi = pl.DataFrame({
+        "site": ["a", "a", "b"], "window": ["15m"] * 3, "time": [0, 1, 0],
+        "facility_kwh": [10.0, 5.0, 30.0], "it_kwh": [0.0, 0.0, 20.0],
+        "cooling_kwh": [1.0, 1.0, 2.0], "pv_kwh": [None, None, 3.0], "wind_kwh": [None] * 3,
+        "coverage": [1.0, 1.0, 1.0], "resets": [0] * 3, "rollovers": [0] * 3, "gaps": [0] * 3,
+        "ambient_temp_c": [20.0] * 3,
+    })
+    out = summarise(kpi, pl.DataFrame()).sort("site")
+    assert out["pue"].to_list() == [None, 1.5]
+    assert out["ppue_cooling"][0] is None
+    assert out["ppue_cooling"][1] == pytest.approx(1.1)
+    assert out["ref"].to_list() == [0.0, 0.1]
+    # a facility below IT (better than perfect) is null too, as in the kernel
+    assert fl.fleet_row(np.array([9.0, 10.0, 1.0, 0, 0]))["pue"] is None
