@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pueflow.config.load import load_config
+from pueflow.config.routing import unreached_sites
 from pueflow.connectors.parquet_store import read_store
 from pueflow.exceptions import ConfigError, PueflowError
 from pueflow.modes.replay import replay
@@ -63,6 +64,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 console.print(f"    [bold]{escape(key)}[/bold] = {escape(repr(value))}\n"
                               f"      → {escape(fix)}")
             continue
+        for sid, why in unreached_sites(cfg):
+            console.print(f"[yellow]! {escape(f)}[/yellow]: site {escape(repr(sid))}: {escape(why)}")
         n_m = sum(len(s.meters) for s in cfg.sites)
         console.print(f"[green]✓ {f}[/green]: {len(cfg.sites)} site(s), {n_m} meter rules, "
                       f"{len(cfg.sinks)} sink(s), windows {cfg.pipeline.windows}")

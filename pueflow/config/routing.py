@@ -172,6 +172,25 @@ def sink_sites(cfg: Config, sink: Sink) -> list[str]:
     return [s.id for s in cfg.sites if s.jurisdiction == sink.jurisdiction]
 
 
+def unreached_sites(cfg: Config) -> list[tuple[str, str]]:
+    """Sites whose ``kpi`` rows reach no sink at all, each with the reason.
+
+    A site's rows reach a sink that lists it, or (listing none) one of its own
+    jurisdiction. A site whose only sinks are elsewhere gets nothing written: worth a
+    warning, not an error (a config may stage a site before its store exists).
+    """
+    out = []
+    for s in cfg.sites:
+        reach = [k.name for k in cfg.sinks if s.id in sink_sites(cfg, k) and "kpi" in k.measurements]
+        if reach:
+            continue
+        foreign = sorted({k.jurisdiction for k in cfg.sinks if k.jurisdiction != s.jurisdiction})
+        why = (f"no sink receives its kpi rows: sinks of {s.jurisdiction} would, and the sinks "
+               f"in {foreign} do not list it" if foreign else "the config has no kpi sink")
+        out.append((s.id, why + f"; add a [[sinks]] entry with jurisdiction = '{s.jurisdiction}'"))
+    return out
+
+
 # ------------------------------------------------------------------------------ load time
 def _allow_problems(cfg: Config) -> list[tuple[str, object, str]]:
     problems: list[tuple[str, object, str]] = []

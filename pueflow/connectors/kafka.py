@@ -1,5 +1,4 @@
-"""Kafka plumbing for consume mode: clients with security, the dead-letter writer, the
-state topic.
+"""Kafka plumbing for consume mode: clients with security, dead-letter writer, state topic.
 
 Everything here is I/O; no arithmetic. kafka-python is imported lazily so the package
 imports without the ``[kafka]`` extra.

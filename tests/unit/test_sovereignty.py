@@ -338,3 +338,20 @@ def test_the_most_permissive_covering_allow_entry_wins():
     cfg = parse_config(d)
     out = Router(cfg).rows_for(cfg.sinks[4], "fleet", _fleet_rows(["MA", "ES"], ["1h", "1h"]))
     assert out["scope"].to_list() == ["ES"]
+
+
+def test_check_config_warns_of_a_site_no_sink_receives(tmp_path, capsys):
+    """A site whose only sink is in another jurisdiction gets nothing written: say so."""
+    from pueflow.cli import main
+    from pueflow.config.routing import unreached_sites
+
+    src = (Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml").read_text()
+    head, sep, sinks = src.partition("[[sinks]]")
+    moved = tmp_path / "foreign-sink.toml"
+    moved.write_text(head + sep + sinks.replace('jurisdiction = "MA"', 'jurisdiction = "ES"'))
+    (sid, why), = unreached_sites(parse_config(tomllib.loads(moved.read_text())))
+    assert sid == "tetouan-1"
+    assert "jurisdiction = 'MA'" in why
+    assert unreached_sites(parse_config(tomllib.loads(src))) == []
+    assert main(["check-config", str(moved)]) == 0  # a warning, not an error
+    assert "no sink receives its kpi rows" in capsys.readouterr().out
