@@ -1,5 +1,4 @@
-"""Kafka plumbing for consume mode: clients with security, the dead-letter writer, the
-state topic.
+"""Kafka plumbing for consume mode: secured clients, the dead-letter writer, the state topic.
 
 Everything here is I/O; no arithmetic. kafka-python is imported lazily so the package
 imports without the ``[kafka]`` extra.
@@ -57,7 +56,22 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 
 def security_options(kc: KafkaConfig, environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """kafka-python keyword arguments for the configured security protocol.
+    """Return the kafka-python keyword arguments for the configured security protocol.
+
+    Every problem is collected before raising, so one error lists them all.
+
+    Parameters
+    ----------
+    kc : KafkaConfig
+        The ``[kafka]`` section.
+    environ : dict of str to str, optional
+        Where the SASL user name and password variables are read; default ``os.environ``.
+
+    Returns
+    -------
+    dict of str to Any
+        ``security_protocol`` and, as configured, the SSL file paths (with host-name
+        checking on) and the SASL mechanism, user name and password.
 
     Raises
     ------
@@ -96,12 +110,26 @@ def security_options(kc: KafkaConfig, environ: dict[str, str] | None = None) -> 
                          "sasl_mechanism is set but the protocol is not SASL_*; use "
                          "'SASL_SSL' (or 'SASL_PLAINTEXT' on a trusted network)"))
     if problems:
-        raise ConfigError("kafka", problems)
+        source = "kafka"
+        raise ConfigError(source, problems)
     return opts
 
 
 def consumer_options(kc: KafkaConfig, **overrides: Any) -> dict[str, Any]:
-    """Every keyword argument the service's consumer is built with (secrets included)."""
+    """Return every keyword argument the service's consumer is built with (secrets included).
+
+    Parameters
+    ----------
+    kc : KafkaConfig
+        The ``[kafka]`` section (servers, group, ``max_poll_records``, security).
+    **overrides : Any
+        Applied last, over :data:`CONSUMER_DEFAULTS` and the security options.
+
+    Returns
+    -------
+    dict of str to Any
+        Keyword arguments for ``kafka.KafkaConsumer``.
+    """
     opts = {"bootstrap_servers": list(kc.bootstrap_servers), "group_id": kc.group_id,
             "max_poll_records": kc.max_poll_records, **CONSUMER_DEFAULTS}
     opts.update(security_options(kc))
@@ -110,13 +138,39 @@ def consumer_options(kc: KafkaConfig, **overrides: Any) -> dict[str, Any]:
 
 
 def build_consumer(kc: KafkaConfig, **overrides: Any) -> KafkaConsumer:
-    """A consumer with auto-commit off; subscribe it yourself (with a rebalance listener)."""
+    """Build a consumer with auto-commit off; subscribe it yourself (with a rebalance listener).
+
+    Parameters
+    ----------
+    kc : KafkaConfig
+        The ``[kafka]`` section.
+    **overrides : Any
+        Consumer settings that replace the defaults (see :func:`consumer_options`).
+
+    Returns
+    -------
+    KafkaConsumer
+        Not yet subscribed nor assigned.
+    """
     from kafka import KafkaConsumer
 
     return KafkaConsumer(**consumer_options(kc, **overrides))
 
 
 def build_producer(kc: KafkaConfig, **overrides: Any) -> KafkaProducer:
+    """Build a producer with :data:`PRODUCER_DEFAULTS` (``acks="all"``) and the configured security.
+
+    Parameters
+    ----------
+    kc : KafkaConfig
+        The ``[kafka]`` section.
+    **overrides : Any
+        Producer settings applied last.
+
+    Returns
+    -------
+    KafkaProducer
+    """
     from kafka import KafkaProducer
 
     opts = {"bootstrap_servers": list(kc.bootstrap_servers), **PRODUCER_DEFAULTS}
@@ -126,10 +180,23 @@ def build_producer(kc: KafkaConfig, **overrides: Any) -> KafkaProducer:
 
 
 def ensure_topics(kc: KafkaConfig, topics: dict[str, tuple[int, dict[str, str]]]) -> list[str]:
-    """Create the topics that do not exist yet: name -> (partitions, topic configs).
+    """Create the topics that do not exist yet.
 
-    Returns the names created. A broker that refuses a topic config (e.g. compaction) gets
-    the topic without it and a warning; production brokers should be set up by their owner.
+    A broker that refuses a topic config (e.g. compaction) gets the topic without it and a
+    warning; production brokers should be set up by their owner. Topics created meanwhile by
+    another process are skipped, not an error.
+
+    Parameters
+    ----------
+    kc : KafkaConfig
+        The ``[kafka]`` section (servers and security).
+    topics : dict of str to (int, dict of str to str)
+        Topic name -> (partitions, topic configs). Replication factor is 1.
+
+    Returns
+    -------
+    list of str
+        Names of the topics this call created (empty when all existed).
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -159,7 +226,27 @@ def ensure_topics(kc: KafkaConfig, topics: dict[str, tuple[int, dict[str, str]]]
 
 
 def partitions_for(consumer: Any, topic: str, timeout_s: float = 10.0) -> list[int]:
-    """Partition ids of ``topic`` (waits for metadata)."""
+    """Return the partition ids of ``topic``, waiting for the broker's metadata.
+
+    Parameters
+    ----------
+    consumer : KafkaConsumer
+        Any connected consumer.
+    topic : str
+        Topic name.
+    timeout_s : float
+        How long to wait for metadata [s].
+
+    Returns
+    -------
+    list of int
+        Sorted partition ids.
+
+    Raises
+    ------
+    StateError
+        If the topic still has no partitions after ``timeout_s``.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         parts = consumer.partitions_for_topic(topic)
@@ -175,9 +262,11 @@ def partitions_for(consumer: Any, topic: str, timeout_s: float = 10.0) -> list[i
 
 
 class DeadLetters:
-    """Writes rejected input to the dead-letter topic: the raw bytes as the value, the
-    source key as the key, and headers ``reason``, ``source_topic``, ``source_partition``,
-    ``source_offset`` (and ``truncated`` when the raw payload was cut to fit).
+    """Write rejected input to the dead-letter topic.
+
+    Each record keeps the raw bytes as the value, the source key as the key, and headers
+    ``reason``, ``source_topic``, ``source_partition``, ``source_offset`` (and ``truncated``,
+    the original length, when the raw payload was cut to ``max_bytes``).
 
     Sends are asynchronous; :meth:`flush` makes them durable (the checkpoint calls it before
     committing offsets) and raises if any failed.
@@ -192,6 +281,20 @@ class DeadLetters:
 
     def send(self, raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
              key: bytes | None = None) -> None:
+        """Send one rejected record (asynchronously; :meth:`flush` makes it durable).
+
+        Parameters
+        ----------
+        raw : bytes or None
+            The record's value as received; ``None`` is sent as empty bytes. Longer than
+            ``max_bytes`` is cut and marked with a ``truncated`` header.
+        reason : str
+            Why it was rejected (first 4000 characters kept).
+        topic, partition, offset : str, int, int
+            Where the record was read.
+        key : bytes, optional
+            The record's key.
+        """
         raw = raw or b""
         headers = [("reason", reason[:4000].encode()), ("source_topic", topic.encode()),
                    ("source_partition", str(partition).encode()),
@@ -208,9 +311,18 @@ class DeadLetters:
                                                  headers=headers), msg))
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every send; failed ones are sent again and SinkBackpressure raised (the
-        checkpoint then does not commit, and retries)."""
+        """Wait for every send; re-send failed ones and raise so the caller does not commit.
 
+        Parameters
+        ----------
+        timeout_s : float
+            Bound on the producer flush [s]. Sends not done by then are kept pending.
+
+        Raises
+        ------
+        SinkBackpressure
+            If any send failed or timed out (the checkpoint then does not commit, and retries).
+        """
         if not self._futures:
             return
         self.producer.flush(timeout=timeout_s)
@@ -244,7 +356,20 @@ class StateRecord:
     written_ns: int = 0
 
     def encode(self, group: str) -> bytes:
-        """A JSON header line, then the state (zlib-compressed: mostly zeros, ~25x smaller)."""
+        """Encode as a JSON header line, then the state zlib-compressed.
+
+        The state is mostly zeros, so compression makes it ~25x smaller.
+
+        Parameters
+        ----------
+        group : str
+            Consumer group written in the header.
+
+        Returns
+        -------
+        bytes
+            The state-topic record value; :meth:`decode` reads it back.
+        """
         head = orjson.dumps({"v": 1, "group": group, "topic": self.topic,
                              "partition": self.partition, "offset": self.offset,
                              "sites": self.sites, "written_ns": self.written_ns, "z": "zlib"})
@@ -252,6 +377,23 @@ class StateRecord:
 
     @classmethod
     def decode(cls, value: bytes) -> StateRecord:
+        """Decode a record written by :meth:`encode`.
+
+        Parameters
+        ----------
+        value : bytes
+            The state-topic record value; an uncompressed state (no ``z`` in the header) is
+            read as is.
+
+        Returns
+        -------
+        StateRecord
+
+        Raises
+        ------
+        StateError
+            If the header or compressed state is corrupt, or the format version is not 1.
+        """
         head, _, state = value.partition(b"\n")
         try:
             h = orjson.loads(head)
@@ -268,6 +410,21 @@ class StateRecord:
 
 
 def state_key(group: str, topic: str, partition: int) -> bytes:
+    """Return the state-topic key of one source partition: ``b"group/topic/partition"``.
+
+    Parameters
+    ----------
+    group : str
+        Consumer group.
+    topic : str
+        Source topic.
+    partition : int
+        Source partition.
+
+    Returns
+    -------
+    bytes
+    """
     return f"{group}/{topic}/{partition}".encode()
 
 
@@ -304,6 +461,20 @@ class StateStore:
         return zlib.crc32(key) % self._partitions()
 
     def write(self, rec: StateRecord) -> None:
+        """Send a checkpoint (asynchronously; :meth:`flush` makes it durable).
+
+        Sets ``rec.written_ns`` to now.
+
+        Parameters
+        ----------
+        rec : StateRecord
+            Checkpoint of one source partition.
+
+        Raises
+        ------
+        StateError
+            If the producer refuses the record at once (e.g. larger than the topic allows).
+        """
         key = state_key(self.group, rec.topic, rec.partition)
         rec.written_ns = time.time_ns()
         value = rec.encode(self.group)
@@ -318,7 +489,18 @@ class StateStore:
         self._futures.append(fut)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every written record is acknowledged; raise StateError if one failed."""
+        """Wait until every written record is acknowledged.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Bound on the producer flush [s].
+
+        Raises
+        ------
+        StateError
+            If a write failed or was not acknowledged in time.
+        """
         self.producer.flush(timeout=timeout_s)
         futures, self._futures = self._futures, []
         bad = [f for f in futures if not f.is_done or f.failed()]
@@ -329,7 +511,28 @@ class StateStore:
 
     def read(self, tps: Iterable[tuple[str, int]], timeout_s: float = 30.0
              ) -> dict[tuple[str, int], StateRecord]:
-        """Latest checkpoint of each (topic, partition) that has one."""
+        """Return the latest checkpoint of each (topic, partition) that has one.
+
+        Each state partition is read backwards from its end in growing spans until every
+        wanted key is found or its start is reached.
+
+        Parameters
+        ----------
+        tps : iterable of (str, int)
+            Source (topic, partition) pairs.
+        timeout_s : float
+            Bound on each end-offset look-up and each scan [s].
+
+        Returns
+        -------
+        dict of (str, int) to StateRecord
+            Pairs without a checkpoint are absent (empty for an empty ``tps``).
+
+        Raises
+        ------
+        StateError
+            If a scan times out or a record is corrupt.
+        """
         from kafka import TopicPartition
 
         wanted: dict[int, dict[bytes, tuple[str, int]]] = {}
@@ -353,8 +556,10 @@ class StateStore:
 
     @staticmethod
     def _end_offset(reader: KafkaConsumer, tp: Any, timeout_s: float) -> int:
-        """The partition's end, from a fetch response's high watermark (brokers' reported
-        end offsets can lag; reading forward to the real end settles it)."""
+        """Return the partition's end offset, from a fetch response's high watermark.
+
+        Brokers' reported end offsets can lag; reading forward to the real end settles it.
+        """
         reader.seek_to_end(tp)
         end = reader.position(tp, timeout_ms=int(timeout_s * 1000)) or 0
         deadline = time.monotonic() + timeout_s
@@ -396,6 +601,7 @@ class StateStore:
         return got
 
     def close(self) -> None:
+        """Close the reader consumer, if one was opened (the producer is the caller's)."""
         if self._reader is not None:
             self._reader.close(autocommit=False)
             self._reader = None
