@@ -104,7 +104,8 @@ def _plan(u, u2, cum_p, gap_min, gap_max, gap_left, g0, n_total, codes):  # prag
 @njit
 def _registers(p, started, prev_p, scale, cum, base, wraps, reg_max, jitter, reset, out, wrapped):  # pragma: no cover
     """Advance registers over a chunk; ``reset[k, j]`` is cleared where a reader could not
-    tell it from a rollover (reading in the top decile) or from jitter (too small a drop)."""
+    tell it from a rollover (reading in the top decile) or from jitter (too small a drop).
+    """
     n, r = p.shape
     for k in range(n):
         for j in range(r):

@@ -173,8 +173,8 @@ def simulate_to_file(cfg: Config, start: datetime, days: float, out_path: str | 
                      fmt: str | None = None, seed: int = 0, step_s: float = 10.0, faults: bool = True,
                      progress: bool = True) -> SimResult:
     """Write telemetry to ``out_path`` (``fmt`` parquet|csv|jsonl|lp, default from the
-    extension) and ``truth.parquet`` + ``faults.parquet`` in the same directory."""
-
+    extension) and ``truth.parquet`` + ``faults.parquet`` in the same directory.
+    """
     path = Path(out_path)
     writer = TelemetryWriter(path, fmt)
     bar: Any = None
