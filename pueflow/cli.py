@@ -24,25 +24,9 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def parse_time_ns(text: str, flag: str) -> int:
-    """Parse an ISO-8601 time with a zone into Unix time [ns].
+    """Parse an ISO-8601 time with a zone (``2026-07-01T00:00Z``, ``...+01:00``) into [ns].
 
-    Parameters
-    ----------
-    text : str
-        e.g. ``2026-07-01T00:00Z`` or ``2026-07-01T00:00+01:00``.
-    flag : str
-        Command-line flag the text came from, named in the error message.
-
-    Returns
-    -------
-    int
-        Nanoseconds since the Unix epoch.
-
-    Raises
-    ------
-    PueflowError
-        If ``text`` is not ISO-8601 or has no time zone (naive times are refused, not
-        assumed UTC).
+    Raises :class:`PueflowError`, naming ``flag``, for a malformed or zone-less (naive) time.
     """
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -69,18 +53,9 @@ def _load(args: argparse.Namespace):
 
 # ------------------------------------------------------------------------------ verbs
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate config files and print every problem found in each.
+    """Validate config files, printing every problem; ``EXIT_CONFIG`` if any fails to load.
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line; ``args.files`` lists the TOML files to check.
-
-    Returns
-    -------
-    int
-        ``EXIT_OK`` when every file loads, ``EXIT_CONFIG`` when at least one does not
-        (the other files are still checked and reported).
+    Every file is checked even after a failure.
     """
     console = Console()
     bad = 0
@@ -102,20 +77,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay telemetry files into KPI rows and print the run summary.
+    """Replay telemetry files into KPI rows, print the summary; ``EXIT_OK``.
 
-    ``--from``/``--to`` bound the event time (``--to`` exclusive); without them the whole
-    input is replayed. ``--quiet`` prints only the one-line throughput report.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line.
-
-    Returns
-    -------
-    int
-        ``EXIT_OK``; errors are raised as :class:`PueflowError` and mapped by :func:`main`.
+    ``--from``/``--to`` bound event time (``--to`` exclusive); errors raise :class:`PueflowError`.
     """
     cfg = _load(args)
     t_from = parse_time_ns(args.time_from, "--from") if args.time_from else None
@@ -135,20 +99,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Summarise the KPI and quality tables of a Parquet store.
-
-    With ``--config`` the daily summary uses each site's local day; without it, UTC days.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line.
-
-    Returns
-    -------
-    int
-        ``EXIT_OK``.
-    """
+    """Summarise a Parquet store; days are local with ``--config``, else UTC; ``EXIT_OK``."""
     kpi = read_store(args.store, "kpi")
     quality = read_store(args.store, "quality")
     tz = None
@@ -159,18 +110,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Simulate a site's telemetry (with known truth) into a file.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line; ``--step`` is the sample period [s], ``--days`` the length [d].
-
-    Returns
-    -------
-    int
-        ``EXIT_OK``.
-    """
+    """Simulate a site's telemetry, with truth and faults, into a file; ``EXIT_OK``."""
     # loaded when the verb runs: it needs the [sim] extra
     from pueflow.sim import simulate_to_file
 
@@ -182,20 +122,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Simulate the 7.5 MW demo site and replay it into a store.
-
-    Without ``--config`` the bundled ``config/tetouan-7.5mw.toml`` is used.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line.
-
-    Returns
-    -------
-    int
-        ``EXIT_OK``.
-    """
+    """Simulate the 7.5 MW demo site (default config) and replay it; ``EXIT_OK``."""
     # loaded when the verb runs: it needs the [sim] extra
     from pueflow.modes.demo import run_demo
 
@@ -205,19 +132,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    """Run the Kafka -> KPI -> store service until stopped.
+    """Run the Kafka -> KPI -> store service until stopped; ``EXIT_OK``.
 
-    ``--session-timeout-ms`` also sets the heartbeat interval to a fifth of it (at least 100 ms).
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line.
-
-    Returns
-    -------
-    int
-        ``EXIT_OK`` once the service has stopped (signal or ``--max-seconds``).
+    ``--session-timeout-ms`` also sets the heartbeat to a fifth of it (at least 100 ms).
     """
     # loaded when the verb runs: it needs the [kafka] extra
     from pueflow.modes.consume.run import run_consume
@@ -235,18 +152,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    """Publish a telemetry file to Kafka.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line; ``--rate`` is in readings per second (``None``: as fast as possible).
-
-    Returns
-    -------
-    int
-        ``EXIT_OK``.
-    """
+    """Publish a telemetry file to Kafka (``--rate`` [messages/s]); ``EXIT_OK``."""
     # loaded when the verb runs: it needs the [kafka] extra
     from pueflow.modes.produce import run_produce
 
@@ -258,16 +164,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune dispatch settings over history and print the best trial.
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed command line.
-
-    Returns
-    -------
-    int
-        ``EXIT_ERROR`` when the study has no feasible trial (unless ``--no-report``, where a
-        worker only runs trials), else ``EXIT_OK``.
+    ``EXIT_ERROR`` when no trial is feasible (unless ``--no-report``), else ``EXIT_OK``.
     """
     # loaded when the verb runs: it needs the [tune] extra
     from pueflow.modes.tune.report import num
@@ -293,15 +190,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    """Build the ``pueflow`` argument parser, one sub-command per verb.
-
-    Defaults that can come from the environment (``PUEFLOW_*``) are read when the parser is built.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        Each sub-parser sets ``func`` to its ``cmd_*`` function.
-    """
+    """Build the ``pueflow`` parser; each verb's sub-parser sets ``func`` to its ``cmd_*``."""
     ap = argparse.ArgumentParser(
         prog="pueflow",
         description="AI data-centre telemetry -> ISO/IEC 30134 KPIs (PUE, pPUE, REF, CUE, WUE, "
@@ -411,18 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``pueflow`` verb and map errors to exit codes.
+    """Run one verb (``argv`` None: ``sys.argv``) and return its exit code.
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        Command line without the program name; ``None`` reads ``sys.argv``.
-
-    Returns
-    -------
-    int
-        The verb's exit code; ``EXIT_CONFIG`` on :class:`ConfigError`, ``EXIT_ERROR`` on any other
-        :class:`PueflowError` (message on stderr), 130 on Ctrl-C.
+    ``EXIT_CONFIG`` on :class:`ConfigError`, ``EXIT_ERROR`` on another :class:`PueflowError`
+    (message on stderr), 130 on Ctrl-C.
     """
     args = build_parser().parse_args(argv)
     try:

@@ -56,22 +56,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 
 def security_options(kc: KafkaConfig, environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Return the kafka-python keyword arguments for the configured security protocol.
+    """Return kafka-python keyword arguments for the configured security protocol.
 
-    Every problem is collected before raising, so one error lists them all.
-
-    Parameters
-    ----------
-    kc : KafkaConfig
-        The ``[kafka]`` section.
-    environ : dict of str to str, optional
-        Where the SASL user name and password variables are read; default ``os.environ``.
-
-    Returns
-    -------
-    dict of str to Any
-        ``security_protocol`` and, as configured, the SSL file paths (with host-name
-        checking on) and the SASL mechanism, user name and password.
+    SASL credentials are read from the variables ``kc`` names in ``environ`` (default
+    ``os.environ``); every problem is collected, so one error lists them all.
 
     Raises
     ------
@@ -118,17 +106,7 @@ def security_options(kc: KafkaConfig, environ: dict[str, str] | None = None) -> 
 def consumer_options(kc: KafkaConfig, **overrides: Any) -> dict[str, Any]:
     """Return every keyword argument the service's consumer is built with (secrets included).
 
-    Parameters
-    ----------
-    kc : KafkaConfig
-        The ``[kafka]`` section (servers, group, ``max_poll_records``, security).
-    **overrides : Any
-        Applied last, over :data:`CONSUMER_DEFAULTS` and the security options.
-
-    Returns
-    -------
-    dict of str to Any
-        Keyword arguments for ``kafka.KafkaConsumer``.
+    ``overrides`` apply last, over :data:`CONSUMER_DEFAULTS` and the security options.
     """
     opts = {"bootstrap_servers": list(kc.bootstrap_servers), "group_id": kc.group_id,
             "max_poll_records": kc.max_poll_records, **CONSUMER_DEFAULTS}
@@ -138,39 +116,14 @@ def consumer_options(kc: KafkaConfig, **overrides: Any) -> dict[str, Any]:
 
 
 def build_consumer(kc: KafkaConfig, **overrides: Any) -> KafkaConsumer:
-    """Build a consumer with auto-commit off; subscribe it yourself (with a rebalance listener).
-
-    Parameters
-    ----------
-    kc : KafkaConfig
-        The ``[kafka]`` section.
-    **overrides : Any
-        Consumer settings that replace the defaults (see :func:`consumer_options`).
-
-    Returns
-    -------
-    KafkaConsumer
-        Not yet subscribed nor assigned.
-    """
+    """Build a consumer with auto-commit off; subscribe it yourself (with a rebalance listener)."""
     from kafka import KafkaConsumer
 
     return KafkaConsumer(**consumer_options(kc, **overrides))
 
 
 def build_producer(kc: KafkaConfig, **overrides: Any) -> KafkaProducer:
-    """Build a producer with :data:`PRODUCER_DEFAULTS` (``acks="all"``) and the configured security.
-
-    Parameters
-    ----------
-    kc : KafkaConfig
-        The ``[kafka]`` section.
-    **overrides : Any
-        Producer settings applied last.
-
-    Returns
-    -------
-    KafkaProducer
-    """
+    """Build a producer: :data:`PRODUCER_DEFAULTS` (acks all), security, then ``overrides``."""
     from kafka import KafkaProducer
 
     opts = {"bootstrap_servers": list(kc.bootstrap_servers), **PRODUCER_DEFAULTS}
@@ -180,23 +133,11 @@ def build_producer(kc: KafkaConfig, **overrides: Any) -> KafkaProducer:
 
 
 def ensure_topics(kc: KafkaConfig, topics: dict[str, tuple[int, dict[str, str]]]) -> list[str]:
-    """Create the topics that do not exist yet.
+    """Create the topics that do not exist yet: name -> (partitions, topic configs).
 
-    A broker that refuses a topic config (e.g. compaction) gets the topic without it and a
-    warning; production brokers should be set up by their owner. Topics created meanwhile by
-    another process are skipped, not an error.
-
-    Parameters
-    ----------
-    kc : KafkaConfig
-        The ``[kafka]`` section (servers and security).
-    topics : dict of str to (int, dict of str to str)
-        Topic name -> (partitions, topic configs). Replication factor is 1.
-
-    Returns
-    -------
-    list of str
-        Names of the topics this call created (empty when all existed).
+    Returns the names this call created (replication factor 1); a topic created meanwhile by
+    another process is skipped. A broker that refuses a topic config (e.g. compaction) gets
+    the topic without it and a warning; production brokers should be set up by their owner.
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -226,26 +167,9 @@ def ensure_topics(kc: KafkaConfig, topics: dict[str, tuple[int, dict[str, str]]]
 
 
 def partitions_for(consumer: Any, topic: str, timeout_s: float = 10.0) -> list[int]:
-    """Return the partition ids of ``topic``, waiting for the broker's metadata.
+    """Return the sorted partition ids of ``topic``, waiting up to ``timeout_s`` [s] for metadata.
 
-    Parameters
-    ----------
-    consumer : KafkaConsumer
-        Any connected consumer.
-    topic : str
-        Topic name.
-    timeout_s : float
-        How long to wait for metadata [s].
-
-    Returns
-    -------
-    list of int
-        Sorted partition ids.
-
-    Raises
-    ------
-    StateError
-        If the topic still has no partitions after ``timeout_s``.
+    Raises :class:`StateError` if the topic still has no partitions by then.
     """
     deadline = time.monotonic() + timeout_s
     while True:
@@ -264,9 +188,9 @@ def partitions_for(consumer: Any, topic: str, timeout_s: float = 10.0) -> list[i
 class DeadLetters:
     """Write rejected input to the dead-letter topic.
 
-    Each record keeps the raw bytes as the value, the source key as the key, and headers
-    ``reason``, ``source_topic``, ``source_partition``, ``source_offset`` (and ``truncated``,
-    the original length, when the raw payload was cut to ``max_bytes``).
+    Value: the raw bytes; key: the source key; headers ``reason``, ``source_topic``,
+    ``source_partition``, ``source_offset`` (and ``truncated``, the original length, when
+    the raw payload was cut to ``max_bytes``).
 
     Sends are asynchronous; :meth:`flush` makes them durable (the checkpoint calls it before
     committing offsets) and raises if any failed.
@@ -281,20 +205,7 @@ class DeadLetters:
 
     def send(self, raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
              key: bytes | None = None) -> None:
-        """Send one rejected record (asynchronously; :meth:`flush` makes it durable).
-
-        Parameters
-        ----------
-        raw : bytes or None
-            The record's value as received; ``None`` is sent as empty bytes. Longer than
-            ``max_bytes`` is cut and marked with a ``truncated`` header.
-        reason : str
-            Why it was rejected (first 4000 characters kept).
-        topic, partition, offset : str, int, int
-            Where the record was read.
-        key : bytes, optional
-            The record's key.
-        """
+        """Send one rejected record (``None`` as empty bytes; ``reason`` cut to 4000 chars)."""
         raw = raw or b""
         headers = [("reason", reason[:4000].encode()), ("source_topic", topic.encode()),
                    ("source_partition", str(partition).encode()),
@@ -311,17 +222,10 @@ class DeadLetters:
                                                  headers=headers), msg))
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every send; re-send failed ones and raise so the caller does not commit.
+        """Wait up to ``timeout_s`` [s] for every send; re-send failed ones.
 
-        Parameters
-        ----------
-        timeout_s : float
-            Bound on the producer flush [s]. Sends not done by then are kept pending.
-
-        Raises
-        ------
-        SinkBackpressure
-            If any send failed or timed out (the checkpoint then does not commit, and retries).
+        Raises :class:`SinkBackpressure` if any failed or timed out (the checkpoint then does
+        not commit, and retries).
         """
         if not self._futures:
             return
@@ -356,20 +260,7 @@ class StateRecord:
     written_ns: int = 0
 
     def encode(self, group: str) -> bytes:
-        """Encode as a JSON header line, then the state zlib-compressed.
-
-        The state is mostly zeros, so compression makes it ~25x smaller.
-
-        Parameters
-        ----------
-        group : str
-            Consumer group written in the header.
-
-        Returns
-        -------
-        bytes
-            The state-topic record value; :meth:`decode` reads it back.
-        """
+        """Encode as a JSON header line, then the state zlib-compressed (mostly zeros: ~25x)."""
         head = orjson.dumps({"v": 1, "group": group, "topic": self.topic,
                              "partition": self.partition, "offset": self.offset,
                              "sites": self.sites, "written_ns": self.written_ns, "z": "zlib"})
@@ -377,23 +268,7 @@ class StateRecord:
 
     @classmethod
     def decode(cls, value: bytes) -> StateRecord:
-        """Decode a record written by :meth:`encode`.
-
-        Parameters
-        ----------
-        value : bytes
-            The state-topic record value; an uncompressed state (no ``z`` in the header) is
-            read as is.
-
-        Returns
-        -------
-        StateRecord
-
-        Raises
-        ------
-        StateError
-            If the header or compressed state is corrupt, or the format version is not 1.
-        """
+        """Decode :meth:`encode`'s bytes; :class:`StateError` if corrupt or not version 1."""
         head, _, state = value.partition(b"\n")
         try:
             h = orjson.loads(head)
@@ -410,21 +285,7 @@ class StateRecord:
 
 
 def state_key(group: str, topic: str, partition: int) -> bytes:
-    """Return the state-topic key of one source partition: ``b"group/topic/partition"``.
-
-    Parameters
-    ----------
-    group : str
-        Consumer group.
-    topic : str
-        Source topic.
-    partition : int
-        Source partition.
-
-    Returns
-    -------
-    bytes
-    """
+    """Return the state-topic key of one source partition: ``b"group/topic/partition"``."""
     return f"{group}/{topic}/{partition}".encode()
 
 
@@ -461,19 +322,9 @@ class StateStore:
         return zlib.crc32(key) % self._partitions()
 
     def write(self, rec: StateRecord) -> None:
-        """Send a checkpoint (asynchronously; :meth:`flush` makes it durable).
+        """Send a checkpoint (stamping ``written_ns``); :meth:`flush` makes it durable.
 
-        Sets ``rec.written_ns`` to now.
-
-        Parameters
-        ----------
-        rec : StateRecord
-            Checkpoint of one source partition.
-
-        Raises
-        ------
-        StateError
-            If the producer refuses the record at once (e.g. larger than the topic allows).
+        Raises :class:`StateError` if the producer refuses it at once (e.g. too large).
         """
         key = state_key(self.group, rec.topic, rec.partition)
         rec.written_ns = time.time_ns()
@@ -489,17 +340,9 @@ class StateStore:
         self._futures.append(fut)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every written record is acknowledged.
+        """Wait until every written record is acknowledged; raise StateError if one failed.
 
-        Parameters
-        ----------
-        timeout_s : float
-            Bound on the producer flush [s].
-
-        Raises
-        ------
-        StateError
-            If a write failed or was not acknowledged in time.
+        ``timeout_s`` [s] bounds the producer flush; a write not acknowledged by then failed.
         """
         self.producer.flush(timeout=timeout_s)
         futures, self._futures = self._futures, []
@@ -513,25 +356,8 @@ class StateStore:
              ) -> dict[tuple[str, int], StateRecord]:
         """Return the latest checkpoint of each (topic, partition) that has one.
 
-        Each state partition is read backwards from its end in growing spans until every
-        wanted key is found or its start is reached.
-
-        Parameters
-        ----------
-        tps : iterable of (str, int)
-            Source (topic, partition) pairs.
-        timeout_s : float
-            Bound on each end-offset look-up and each scan [s].
-
-        Returns
-        -------
-        dict of (str, int) to StateRecord
-            Pairs without a checkpoint are absent (empty for an empty ``tps``).
-
-        Raises
-        ------
-        StateError
-            If a scan times out or a record is corrupt.
+        Pairs without one are absent from the result. Raises :class:`StateError` if a scan
+        takes longer than ``timeout_s`` [s] or a record is corrupt.
         """
         from kafka import TopicPartition
 
