@@ -25,7 +25,10 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def parse_time_ns(text: str, flag: str) -> int:
-    """ISO-8601 time with a zone (``2026-07-01T00:00Z``, ``2026-07-01T00:00+01:00``) -> ns."""
+    """Parse an ISO-8601 time with a zone (``2026-07-01T00:00Z``, ``...+01:00``) into [ns].
+
+    Raises :class:`PueflowError`, naming ``flag``, for a malformed or zone-less (naive) time.
+    """
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -51,6 +54,10 @@ def _load(args: argparse.Namespace):
 
 # ------------------------------------------------------------------------------ verbs
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate config files, printing every problem; ``EXIT_CONFIG`` if any fails to load.
+
+    Every file is checked even after a failure.
+    """
     console = Console()
     bad = 0
     for f in args.files:
@@ -73,6 +80,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay telemetry files into KPI rows, print the summary; ``EXIT_OK``.
+
+    ``--from``/``--to`` bound event time (``--to`` exclusive); errors raise :class:`PueflowError`.
+    """
     cfg = _load(args)
     t_from = parse_time_ns(args.time_from, "--from") if args.time_from else None
     t_to = parse_time_ns(args.time_to, "--to") if args.time_to else None
@@ -91,6 +102,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Summarise a Parquet store; days are local with ``--config``, else UTC; ``EXIT_OK``."""
     kpi = read_store(args.store, "kpi")
     quality = read_store(args.store, "quality")
     tz = None
@@ -101,6 +113,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """Simulate a site's telemetry, with truth and faults, into a file; ``EXIT_OK``."""
     # loaded when the verb runs: it needs the [sim] extra
     from pueflow.sim import simulate_to_file
 
@@ -112,6 +125,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulate the 7.5 MW demo site (default config) and replay it; ``EXIT_OK``."""
     # loaded when the verb runs: it needs the [sim] extra
     from pueflow.modes.demo import run_demo
 
@@ -121,6 +135,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
+    """Run the Kafka -> KPI -> store service until stopped; ``EXIT_OK``.
+
+    ``--session-timeout-ms`` also sets the heartbeat to a fifth of it (at least 100 ms).
+    """
     # loaded when the verb runs: it needs the [kafka] extra
     from pueflow.modes.consume.run import run_consume
 
@@ -137,6 +155,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    """Publish a telemetry file to Kafka (``--rate`` [messages/s]); ``EXIT_OK``."""
     # loaded when the verb runs: it needs the [kafka] extra
     from pueflow.modes.produce import run_produce
 
@@ -146,6 +165,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune dispatch settings over history and print the best trial.
+
+    ``EXIT_ERROR`` when no trial is feasible (unless ``--no-report``), else ``EXIT_OK``.
+    """
     # loaded when the verb runs: it needs the [tune] extra
     from pueflow.modes.tune.report import num
     from pueflow.modes.tune.run import run_tune
@@ -170,6 +193,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``pueflow`` parser; each verb's sub-parser sets ``func`` to its ``cmd_*``."""
     ap = argparse.ArgumentParser(
         prog="pueflow",
         description="AI data-centre telemetry -> ISO/IEC 30134 KPIs (PUE, pPUE, REF, CUE, WUE, "
@@ -279,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb (``argv`` None: ``sys.argv``) and return its exit code.
+
+    ``EXIT_CONFIG`` on :class:`ConfigError`, ``EXIT_ERROR`` on another :class:`PueflowError`
+    (message on stderr), 130 on Ctrl-C.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -10,6 +10,8 @@ from pueflow.units import parse_duration_ns
 
 
 class Model(BaseModel):
+    """Base of every config model: unknown keys are an error (a typo never passes silently)."""
+
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 

@@ -129,6 +129,12 @@ class DemandResponseEvent(_Spec):
 
 
 class GridSpec(_Spec):
+    """Grid connection limits [kW] and demand-response events.
+
+    ``import_limit_kw`` unset means 1.5 x the site's IT capacity; ``export_limit_kw`` = 0
+    forbids export. ``dr_penalty_per_kwh`` prices import above an event's limit.
+    """
+
     import_limit_kw: float | None = Field(None, gt=0, description="default 1.5 x IT capacity")
     export_limit_kw: float = Field(0.0, ge=0)
     dr_penalty_per_kwh: float = Field(10.0, ge=0, description="cost of import above a DR limit")
@@ -206,8 +212,11 @@ class JobSpec(_Spec):
 
 
 class CoolingLoopSpec(_Spec):
-    """A cooling loop: supply-temperature band, chip limit and a lumped plant (dry coolers, trim
-    chiller, pumps). Unset design figures scale with the loop's share of IT capacity."""
+    """A cooling loop: supply-temperature band, chip limit and a lumped plant.
+
+    The plant is dry coolers, a trim chiller and pumps. Unset design figures scale with the
+    loop's share of IT capacity. Temperatures are in [degC], differences in [K].
+    """
 
     name: str = "liquid"
     kind: Literal["liquid", "immersion"] = "liquid"

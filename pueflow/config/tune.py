@@ -225,7 +225,19 @@ class ParamSpec(_Spec):
         return self
 
     def value(self, raw: Any) -> Any:
-        """The dispatch value for a sampled ``raw`` (a duration string when ``unit`` is set)."""
+        """Return the dispatch value for a sampled ``raw``.
+
+        Parameters
+        ----------
+        raw : Any
+            Value drawn by the sampler.
+
+        Returns
+        -------
+        Any
+            ``raw`` itself, or a duration string when ``unit`` is set (floats written with
+            ``:g``, so ``12.0`` with unit ``h`` gives ``"12h"``).
+        """
         if self.unit:
             return f"{raw:g}{self.unit}" if isinstance(raw, float) else f"{raw}{self.unit}"
         return raw
@@ -298,7 +310,14 @@ class TuneSpec(_Spec):
         return self
 
     def objective_weights(self) -> dict[str, float]:
-        """The metric weights the objective sums."""
+        """Return the metric weights the objective sums.
+
+        Returns
+        -------
+        dict of str to float
+            ``{"cost": 1}`` for objective ``cost``, ``{"co2_kg": 1}`` for ``co2``, else a copy
+            of ``weights``.
+        """
         if self.objective == "cost":
             return {"cost": 1.0}
         if self.objective == "co2":

@@ -1,4 +1,4 @@
-"""Kafka plumbing for consume mode: clients with security, dead-letter writer, state topic.
+"""Kafka plumbing for consume mode: secured clients, the dead-letter writer, the state topic.
 
 Everything here is I/O; no arithmetic. kafka-python is imported lazily so the package
 imports without the ``[kafka]`` extra.
@@ -56,7 +56,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 
 def security_options(kc: KafkaConfig, environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """kafka-python keyword arguments for the configured security protocol.
+    """Return kafka-python keyword arguments for the configured security protocol.
+
+    SASL credentials are read from the variables ``kc`` names in ``environ`` (default
+    ``os.environ``); every problem is collected, so one error lists them all.
 
     Raises
     ------
@@ -95,12 +98,16 @@ def security_options(kc: KafkaConfig, environ: dict[str, str] | None = None) -> 
                          "sasl_mechanism is set but the protocol is not SASL_*; use "
                          "'SASL_SSL' (or 'SASL_PLAINTEXT' on a trusted network)"))
     if problems:
-        raise ConfigError("kafka", problems)
+        source = "kafka"
+        raise ConfigError(source, problems)
     return opts
 
 
 def consumer_options(kc: KafkaConfig, **overrides: Any) -> dict[str, Any]:
-    """Every keyword argument the service's consumer is built with (secrets included)."""
+    """Return every keyword argument the service's consumer is built with (secrets included).
+
+    ``overrides`` apply last, over :data:`CONSUMER_DEFAULTS` and the security options.
+    """
     opts = {"bootstrap_servers": list(kc.bootstrap_servers), "group_id": kc.group_id,
             "max_poll_records": kc.max_poll_records, **CONSUMER_DEFAULTS}
     opts.update(security_options(kc))
@@ -109,13 +116,14 @@ def consumer_options(kc: KafkaConfig, **overrides: Any) -> dict[str, Any]:
 
 
 def build_consumer(kc: KafkaConfig, **overrides: Any) -> KafkaConsumer:
-    """A consumer with auto-commit off; subscribe it yourself (with a rebalance listener)."""
+    """Build a consumer with auto-commit off; subscribe it yourself (with a rebalance listener)."""
     from kafka import KafkaConsumer
 
     return KafkaConsumer(**consumer_options(kc, **overrides))
 
 
 def build_producer(kc: KafkaConfig, **overrides: Any) -> KafkaProducer:
+    """Build a producer: :data:`PRODUCER_DEFAULTS` (acks all), security, then ``overrides``."""
     from kafka import KafkaProducer
 
     opts = {"bootstrap_servers": list(kc.bootstrap_servers), **PRODUCER_DEFAULTS}
@@ -127,7 +135,8 @@ def build_producer(kc: KafkaConfig, **overrides: Any) -> KafkaProducer:
 def ensure_topics(kc: KafkaConfig, topics: dict[str, tuple[int, dict[str, str]]]) -> list[str]:
     """Create the topics that do not exist yet: name -> (partitions, topic configs).
 
-    Returns the names created. A broker that refuses a topic config (e.g. compaction) gets
+    Returns the names this call created (replication factor 1); a topic created meanwhile by
+    another process is skipped. A broker that refuses a topic config (e.g. compaction) gets
     the topic without it and a warning; production brokers should be set up by their owner.
     """
     from kafka import KafkaAdminClient
@@ -158,7 +167,10 @@ def ensure_topics(kc: KafkaConfig, topics: dict[str, tuple[int, dict[str, str]]]
 
 
 def partitions_for(consumer: Any, topic: str, timeout_s: float = 10.0) -> list[int]:
-    """Partition ids of ``topic`` (waits for metadata)."""
+    """Return the sorted partition ids of ``topic``, waiting up to ``timeout_s`` [s] for metadata.
+
+    Raises :class:`StateError` if the topic still has no partitions by then.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         parts = consumer.partitions_for_topic(topic)
@@ -174,9 +186,11 @@ def partitions_for(consumer: Any, topic: str, timeout_s: float = 10.0) -> list[i
 
 
 class DeadLetters:
-    """Writes rejected input to the dead-letter topic: the raw bytes as the value, the
-    source key as the key, and headers ``reason``, ``source_topic``, ``source_partition``,
-    ``source_offset`` (and ``truncated`` when the raw payload was cut to fit).
+    """Write rejected input to the dead-letter topic.
+
+    Value: the raw bytes; key: the source key; headers ``reason``, ``source_topic``,
+    ``source_partition``, ``source_offset`` (and ``truncated``, the original length, when
+    the raw payload was cut to ``max_bytes``).
 
     Sends are asynchronous; :meth:`flush` makes them durable (the checkpoint calls it before
     committing offsets) and raises if any failed.
@@ -191,6 +205,7 @@ class DeadLetters:
 
     def send(self, raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
              key: bytes | None = None) -> None:
+        """Send one rejected record (``None`` as empty bytes; ``reason`` cut to 4000 chars)."""
         raw = raw or b""
         headers = [("reason", reason[:4000].encode()), ("source_topic", topic.encode()),
                    ("source_partition", str(partition).encode()),
@@ -207,9 +222,11 @@ class DeadLetters:
                                                  headers=headers), msg))
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every send; failed ones are sent again and SinkBackpressure raised (the
-        checkpoint then does not commit, and retries)."""
+        """Wait up to ``timeout_s`` [s] for every send; re-send failed ones.
 
+        Raises :class:`SinkBackpressure` if any failed or timed out (the checkpoint then does
+        not commit, and retries).
+        """
         if not self._futures:
             return
         self.producer.flush(timeout=timeout_s)
@@ -243,7 +260,7 @@ class StateRecord:
     written_ns: int = 0
 
     def encode(self, group: str) -> bytes:
-        """A JSON header line, then the state (zlib-compressed: mostly zeros, ~25x smaller)."""
+        """Encode as a JSON header line, then the state zlib-compressed (mostly zeros: ~25x)."""
         head = orjson.dumps({"v": 1, "group": group, "topic": self.topic,
                              "partition": self.partition, "offset": self.offset,
                              "sites": self.sites, "written_ns": self.written_ns, "z": "zlib"})
@@ -251,6 +268,7 @@ class StateRecord:
 
     @classmethod
     def decode(cls, value: bytes) -> StateRecord:
+        """Decode :meth:`encode`'s bytes; :class:`StateError` if corrupt or not version 1."""
         head, _, state = value.partition(b"\n")
         try:
             h = orjson.loads(head)
@@ -267,6 +285,7 @@ class StateRecord:
 
 
 def state_key(group: str, topic: str, partition: int) -> bytes:
+    """Return the state-topic key of one source partition: ``b"group/topic/partition"``."""
     return f"{group}/{topic}/{partition}".encode()
 
 
@@ -303,6 +322,10 @@ class StateStore:
         return zlib.crc32(key) % self._partitions()
 
     def write(self, rec: StateRecord) -> None:
+        """Send a checkpoint (stamping ``written_ns``); :meth:`flush` makes it durable.
+
+        Raises :class:`StateError` if the producer refuses it at once (e.g. too large).
+        """
         key = state_key(self.group, rec.topic, rec.partition)
         rec.written_ns = time.time_ns()
         value = rec.encode(self.group)
@@ -317,7 +340,10 @@ class StateStore:
         self._futures.append(fut)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every written record is acknowledged; raise StateError if one failed."""
+        """Wait until every written record is acknowledged; raise StateError if one failed.
+
+        ``timeout_s`` [s] bounds the producer flush; a write not acknowledged by then failed.
+        """
         self.producer.flush(timeout=timeout_s)
         futures, self._futures = self._futures, []
         bad = [f for f in futures if not f.is_done or f.failed()]
@@ -328,7 +354,11 @@ class StateStore:
 
     def read(self, tps: Iterable[tuple[str, int]], timeout_s: float = 30.0
              ) -> dict[tuple[str, int], StateRecord]:
-        """Latest checkpoint of each (topic, partition) that has one."""
+        """Return the latest checkpoint of each (topic, partition) that has one.
+
+        Pairs without one are absent from the result. Raises :class:`StateError` if a scan
+        takes longer than ``timeout_s`` [s] or a record is corrupt.
+        """
         from kafka import TopicPartition
 
         wanted: dict[int, dict[bytes, tuple[str, int]]] = {}
@@ -352,8 +382,10 @@ class StateStore:
 
     @staticmethod
     def _end_offset(reader: KafkaConsumer, tp: Any, timeout_s: float) -> int:
-        """The partition's end, from a fetch response's high watermark (brokers' reported
-        end offsets can lag; reading forward to the real end settles it)."""
+        """Return the partition's end offset, from a fetch response's high watermark.
+
+        Brokers' reported end offsets can lag; reading forward to the real end settles it.
+        """
         reader.seek_to_end(tp)
         end = reader.position(tp, timeout_ms=int(timeout_s * 1000)) or 0
         deadline = time.monotonic() + timeout_s
@@ -395,6 +427,7 @@ class StateStore:
         return got
 
     def close(self) -> None:
+        """Close the reader consumer, if one was opened (the producer is the caller's)."""
         if self._reader is not None:
             self._reader.close(autocommit=False)
             self._reader = None

@@ -57,6 +57,7 @@ class ServiceMetrics:
                                  "Wall time of the last offset commit", registry=r)
 
     def text(self) -> bytes:
+        """Return every metric of this instance in the Prometheus text format."""
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
@@ -73,10 +74,21 @@ class Health:
         self.info: Callable[[], dict[str, Any]] = dict
 
     def beat(self, state: str) -> None:
+        """Record that the loop is alive, in ``state`` (e.g. ``"running"``, ``"stopped"``)."""
         self.last_beat = time.monotonic()
         self.state = state
 
     def report(self) -> tuple[int, dict[str, Any]]:
+        """Return the HTTP status and JSON body of ``/health``.
+
+        Returns
+        -------
+        status : int
+            200 when no error is set and the last beat is younger than ``stuck_after_s`` (or
+            the state is ``"stopped"``), else 503.
+        body : dict of str to Any
+            ``state``, ``loop_age_s`` [s], the fields of ``info()`` and ``error`` when set.
+        """
         age = time.monotonic() - self.last_beat
         body: dict[str, Any] = {"state": self.state, "loop_age_s": round(age, 3), **self.info()}
         if self.error:
@@ -126,6 +138,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line: ts (UTC ISO), level, logger, msg, and any ``extra=`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Format one record as one JSON line; values JSON cannot hold are written with ``str``."""
         doc: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",

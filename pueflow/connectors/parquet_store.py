@@ -128,8 +128,17 @@ class ParquetStore:
 
 
 def _normalise(measurement: str, df: pl.DataFrame) -> pl.DataFrame:
-    """Time as ns UTC, every tag column present as text (``run`` may be absent: ""), tags
-    first; all-null field columns become Float64 so partition files share one schema."""
+    """Bring rows to the store's column layout.
+
+    Time becomes ns UTC; every tag column is present as text (a missing one, e.g. ``run``,
+    is filled with ""), tags first; all-null field columns become Float64 so partition files
+    share one schema.
+
+    Raises
+    ------
+    SinkError
+        If the measurement's partition column is missing.
+    """
     tags = tag_columns(measurement)
     part = partition_column(measurement)
     if part not in df.columns:

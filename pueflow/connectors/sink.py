@@ -33,8 +33,13 @@ class Sink(Protocol):
         """Buffer ``rows`` of ``measurement``; may write early, never loses them."""
 
     def flush(self) -> None:
-        """Make every buffered row durable; raise :class:`~pueflow.exceptions.SinkError`
-        (or its ``SinkBackpressure``) if that is not possible. Safe to call again."""
+        """Make every buffered row durable; safe to call again.
+
+        Raises
+        ------
+        SinkError
+            Or its subclass ``SinkBackpressure``, if that is not possible now.
+        """
 
     def close(self) -> None:
         """Flush and release resources."""
@@ -77,6 +82,21 @@ class SinkSet:
         self.pairs = [(by_name[s.name], s) for s in sinks if s.name in by_name]
 
     def write(self, out: Output) -> int:
+        """Hand each measurement's rows to every sink the router allows them to reach.
+
+        Each write is audited (what left a jurisdiction). Rows are buffered by the sinks;
+        :meth:`flush` makes them durable.
+
+        Parameters
+        ----------
+        out : Output
+            One step's output frames, by measurement.
+
+        Returns
+        -------
+        int
+            Rows written, counted once per sink (0 when nothing was routed).
+        """
         n = 0
         for measurement, df in out.frames().items():
             for spec, sink in self.pairs:
@@ -88,17 +108,34 @@ class SinkSet:
         return n
 
     def flush(self) -> None:
+        """Flush every sink in order; the first failure propagates (see :meth:`Sink.flush`)."""
         for _, sink in self.pairs:
             sink.flush()
 
     def close(self) -> None:
+        """Close every sink in order."""
         for _, sink in self.pairs:
             sink.close()
 
 
 def build_sinkset(cfg: Config, run: str = "", out_dir: str | Path | None = None) -> SinkSet:
-    """Sinks from the config. ``out_dir`` relocates Parquet stores (one store: that folder;
-    several: a sub-folder per sink name, so jurisdictions never share a folder)."""
+    """Build the sinks of the config behind its sovereignty router.
+
+    Parameters
+    ----------
+    cfg : Config
+        Its ``[[sinks]]`` (the caller's config is not modified).
+    run : str
+        Run tag for sinks that write it.
+    out_dir : str or Path, optional
+        Relocates the Parquet stores: one store goes to that folder, several to a sub-folder
+        per sink name (so jurisdictions never share a folder). With no Parquet sink configured,
+        a ``local`` one is added there, in the first site's jurisdiction.
+
+    Returns
+    -------
+    SinkSet
+    """
     if out_dir is not None:
         parquet = [s for s in cfg.sinks if s.type == "parquet"]
         cfg = cfg.model_copy(deep=True)

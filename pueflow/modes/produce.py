@@ -34,6 +34,20 @@ log = logging.getLogger("pueflow.produce")
 
 @dataclass
 class ProduceStats:
+    """Counters of a publish; one object can accumulate several :func:`produce_frame` calls.
+
+    Attributes
+    ----------
+    messages : int
+        Kafka messages sent.
+    readings : int
+        Rows (readings) of the frames published.
+    bytes : int
+        Payload bytes sent (keys and headers not counted).
+    seconds : float
+        Wall time spent publishing [s], flushes included.
+    """
+
     messages: int = 0
     readings: int = 0
     bytes: int = 0
@@ -41,12 +55,37 @@ class ProduceStats:
 
     @property
     def messages_per_s(self) -> float:
+        """Messages sent per second of wall time [1/s]; 0 before any time has passed."""
         return self.messages / self.seconds if self.seconds else 0.0
 
 
 def encode_keyed(df: pl.DataFrame, fmt: str, *, timestamp_unit: str = "s", per_message: int = 1,
                  slice_s: float = 300.0) -> Iterable[tuple[bytes, bytes]]:
-    """(key, payload) pairs of a canonical long-form frame, keyed by site."""
+    """Encode a canonical long-form frame into (key, payload) messages keyed by site.
+
+    Rows are cut into time slices of ``slice_s``; within each slice, one run of messages per
+    site, so a site's readings go out roughly in time order.
+
+    Parameters
+    ----------
+    df : polars.DataFrame
+        Columns time (UTC datetime), site, device, point, value.
+    fmt : {"json", "line"}
+        Wire format; anything other than ``"json"`` is encoded as line protocol.
+    timestamp_unit : str
+        Unit of JSON timestamps (``"s"``, ``"ms"``, ...).
+    per_message : int
+        Readings per message.
+    slice_s : float
+        Length of a time slice [s].
+
+    Yields
+    ------
+    key : bytes
+        The site id, UTF-8.
+    payload : bytes
+        One message. An empty frame yields nothing.
+    """
     if df.height == 0:
         return
     slice_ns = max(int(slice_s * 1e9), 1)
@@ -134,10 +173,34 @@ def _unscaled_config(cfg: Config) -> Config:
 def run_produce(cfg: Config, input_path: str | Path, *, rate: float | None = None,
                 fmt: str | None = None, topic: str | None = None, per_message: int = 1,
                 chunk_rows: int = 1_000_000) -> ProduceStats:
-    """Publish a telemetry file or folder (Parquet, CSV, JSON lines, line protocol) to
-    ``topic`` (default: the first configured topic) in ``fmt`` (default: the configured
-    wire format), keyed by site, at most ``rate`` messages a second."""
+    """Publish a telemetry file or folder to Kafka, keyed by site.
 
+    Inputs are Parquet, CSV, JSON lines or line protocol. Values read from Parquet and CSV
+    files are divided by their meter's ``scale`` again, so the topic carries raw meter
+    readings as a device would send them. Unreadable rows are logged (the first 20 per
+    chunk) and skipped.
+
+    Parameters
+    ----------
+    cfg : Config
+        ``kafka`` (servers, topics, format, timestamp unit) and the sites' meter rules.
+    input_path : str or Path
+        A telemetry file, or a folder searched for them.
+    rate : float, optional
+        At most this many messages a second; default: as fast as the broker takes them.
+    fmt : {"json", "line"}, optional
+        Wire format; default ``cfg.kafka.format``.
+    topic : str, optional
+        Default: the first of ``cfg.kafka.topics``.
+    per_message : int
+        Readings per message.
+    chunk_rows : int
+        Rows read per chunk.
+
+    Returns
+    -------
+    ProduceStats
+    """
     raw_registry = Registry(_unscaled_config(cfg))
     scales = Registry(cfg)
     producer = build_producer(cfg.kafka, linger_ms=20, batch_size=512 * 1024)

@@ -68,6 +68,19 @@ def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False,
 
 
 def quality_counts(quality: pl.DataFrame) -> pl.DataFrame:
+    """Count quality events per site and kind over the whole table.
+
+    Parameters
+    ----------
+    quality : polars.DataFrame or None
+        Quality rows with columns site, kind, count.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns site, kind, count (summed), sorted by site and kind; empty (no rows) when
+        ``quality`` is ``None`` or empty.
+    """
     if quality is None or quality.height == 0:
         return pl.DataFrame({"site": [], "kind": [], "count": []})
     return quality.group_by(["site", "kind"]).agg(pl.col("count").sum()).sort(["site", "kind"])

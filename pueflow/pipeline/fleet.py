@@ -63,6 +63,7 @@ class FleetAggregator:
 
     def add(self, site: Site, window: str, start_ns: int, energy: np.ndarray,
             metered: np.ndarray, tz: ZoneInfo) -> None:
+        """Add one window of one site (``energy`` [roles] [kWh]); see :meth:`add_many`."""
         self.add_many(site, window, np.array([start_ns]), energy[None, :], metered, tz)
 
     def add_many(self, site: Site, window: str, starts: np.ndarray, energy: np.ndarray,

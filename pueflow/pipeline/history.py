@@ -39,6 +39,25 @@ class SiteHistory:
     ev: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
 
     def append(self, e, cov, den, ssum, sn, ev) -> None:
+        """Append ``k = len(cov)`` newly closed base buckets after the stored ones.
+
+        Storage grows by doubling (at least 64 buckets); ``k = 0`` changes nothing.
+
+        Parameters
+        ----------
+        e : array [k, roles] [kWh]
+            Energy per role.
+        cov : array [k]
+            Coverage of each bucket.
+        den : array of int [k]
+            Energy series counted in each bucket.
+        ssum : array [k, roles]
+            Sums of sensor readings per role.
+        sn : array of int [k, roles]
+            Numbers of sensor readings per role.
+        ev : array of int [k, 3]
+            Rollovers, resets and gaps.
+        """
         k = len(cov)
         need = self.n + k
         if need > len(self.cov):
@@ -54,6 +73,11 @@ class SiteHistory:
         self.n = need
 
     def trim(self, keep_from_b: int) -> None:
+        """Drop the buckets before absolute base-bucket index ``keep_from_b``.
+
+        An index at or before the first stored bucket drops nothing; one past the last
+        drops everything (``b0`` then moves to the first bucket not yet stored).
+        """
         drop = min(max(keep_from_b - self.b0, 0), self.n)
         if drop:
             for name in ("e", "cov", "den", "ssum", "sn", "ev"):

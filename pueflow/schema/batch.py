@@ -40,10 +40,12 @@ class Batch:
 
     @classmethod
     def empty(cls) -> Batch:
+        """Return a batch of zero readings, with the column dtypes of any other."""
         return cls(np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.float64))
 
     @classmethod
     def concat(cls, batches: list[Batch]) -> Batch:
+        """Join batches end to end in list order (no sorting); ``[]`` gives an empty batch."""
         if not batches:
             return cls.empty()
         return cls(np.concatenate([b.time_ns for b in batches]),

@@ -96,11 +96,15 @@ class Registry:
         return np.fromiter((self.id(*k) for k in keys), np.int32, count=len(keys))
 
     def find(self, site: str, device: str, point: str) -> int | None:
+        """Return the series id of a key already registered, else ``None`` (never registers)."""
         return self._ids.get((site, device, point))
 
     def rank(self) -> np.ndarray:
-        """Canonical position of each series (sorted by key), so sums across series are
-        done in an order that does not depend on the order series were first seen."""
+        """Return the canonical position of each series (sorted by key).
+
+        Sums across series are done in this order, so they do not depend on the order in
+        which series were first seen. Cached until a series is added.
+        """
         if self._rank is None or len(self._rank) != len(self.keys):
             order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
             rank = np.empty(len(self.keys), np.int64)

@@ -33,6 +33,13 @@ QUALITY_KINDS = (
 
 
 def tag_columns(measurement: str) -> tuple[str, ...]:
+    """Return the tag columns of ``measurement``, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``measurement`` is not one of :data:`MEASUREMENTS`.
+    """
     try:
         return TAGS[measurement]
     except KeyError:
@@ -41,11 +48,13 @@ def tag_columns(measurement: str) -> tuple[str, ...]:
 
 
 def field_columns(measurement: str, df: pl.DataFrame) -> list[str]:
+    """Return the field columns of ``df``: all but ``time`` and the tags, in frame order."""
     tags = set(tag_columns(measurement))
     return [c for c in df.columns if c != TIME and c not in tags]
 
 
 def identity_columns(measurement: str) -> list[str]:
+    """Return the columns that identify a row of ``measurement``: ``time``, then its tags."""
     return [TIME, *tag_columns(measurement)]
 
 
@@ -62,5 +71,6 @@ class Output:
     rejected_reason: list[str] = field(default_factory=list)
 
     def frames(self) -> dict[str, pl.DataFrame]:
+        """Return the non-empty frames by measurement, in :data:`MEASUREMENTS` order."""
         return {m: df for m in MEASUREMENTS
                 if (df := getattr(self, m)) is not None and df.height}

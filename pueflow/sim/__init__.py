@@ -1,5 +1,7 @@
-"""Physics-based telemetry simulator: weather, PV, wind, GPU load, cooling, electrical,
-battery and meters of the sites in a config, with ground truth and a fault list.
+"""Physics-based telemetry simulator of the sites in a config, with ground truth and a fault list.
+
+It models weather, PV, wind, GPU load, cooling, the electrical chain, the battery and the
+meters.
 """
 
 from __future__ import annotations

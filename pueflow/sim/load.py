@@ -125,6 +125,11 @@ class RackLoad:
             level=level, infer_zi=rng.standard_normal(n))
 
     def params(self) -> np.ndarray:
+        """Return the job model's parameters as the flat float array the kernel reads.
+
+        Durations are converted to [s] and the failure rate to [1/s per rack]; levels are
+        fractions of nameplate power.
+        """
         s = self.spec
         return np.array([s.idle_level, s.checkpoint_level, s.startup_minutes * 60.0,
                          s.checkpoint_interval_minutes * 60.0, s.checkpoint_seconds,
@@ -133,7 +138,24 @@ class RackLoad:
                          s.ripple, s.failures_per_rack_day / 86400.0])
 
     def step(self, dt_s: float, local_hour: np.ndarray) -> np.ndarray:
-        """IT power per rack for the next ``len(local_hour)`` samples [kW], shape (n, racks)."""
+        """Advance the load model and return IT power per rack [kW].
+
+        Training racks follow their job slot's phase (startup, training, checkpoint, idle, failed);
+        inference racks follow a diurnal curve with AR(1) noise (15 min time constant).
+        The generator state and job phases carry over to the next call.
+
+        Parameters
+        ----------
+        dt_s : float
+            Sample period [s].
+        local_hour : array [h]
+            Local hour of day of each of the ``n`` samples; empty gives an empty result.
+
+        Returns
+        -------
+        array [kW], shape (n, racks)
+            Clipped to [0, 1.05] x nameplate.
+        """
         n, slots = len(local_hour), len(self.racks_per_slot)
         u = self._rng_u.random((n, slots, 3))
         z = self._rng_z.standard_normal((n, slots))

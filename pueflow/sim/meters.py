@@ -103,8 +103,11 @@ def _plan(u, u2, cum_p, gap_min, gap_max, gap_left, g0, n_total, codes):  # prag
 
 @njit
 def _registers(p, started, prev_p, scale, cum, base, wraps, reg_max, jitter, reset, out, wrapped):  # pragma: no cover
-    """Advance registers over a chunk; ``reset[k, j]`` is cleared where a reader could not
-    tell it from a rollover (reading in the top decile) or from jitter (too small a drop)."""
+    """Advance registers over a chunk.
+
+    ``reset[k, j]`` is cleared where a reader could not tell it from a rollover (reading in
+    the top decile) or from jitter (too small a drop).
+    """
     n, r = p.shape
     for k in range(n):
         for j in range(r):
@@ -146,7 +149,27 @@ class RegisterBank:
         self.prev_p = np.zeros(len(self.start))
 
     def advance(self, power: np.ndarray, reset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(readings (n, r), wrapped-at-this-sample mask); ``reset`` is edited in place."""
+        """Integrate power into the registers and return the readings.
+
+        Each register gains the trapezoid of power over each sample interval (the first
+        sample ever adds nothing) and wraps at ``reg_max``.
+
+        Parameters
+        ----------
+        power : array, shape (n, r)
+            Power of each metered series ([kW], or [L/s] for water meters).
+        reset : array of bool, shape (n, r)
+            Requested register resets; edited in place: a reset a reader could not tell
+            from a rollover or from jitter is cleared (not applied).
+
+        Returns
+        -------
+        readings : array, shape (n, r)
+            Register values ([kWh] or [L]), in [0, reg_max).
+        wrapped : array of bool, shape (n, r)
+            True where the register wrapped at this sample. ``n = 0`` gives empty arrays and
+            leaves the state unchanged.
+        """
         n, r = power.shape
         out = np.empty((n, r))
         wrapped = np.zeros((n, r), np.bool_)
@@ -281,7 +304,22 @@ def frame(site: str, table: SeriesTable, rows: Emitted) -> pl.DataFrame:
 
 
 def fault_frame(site: str, table: SeriesTable, records: list[tuple[int, int, str, str | None, float]]) -> pl.DataFrame:
-    """Recorded faults as a frame with :data:`FAULT_SCHEMA`."""
+    """Return recorded faults as a frame with :data:`FAULT_SCHEMA`.
+
+    Parameters
+    ----------
+    site : str
+        Site id written on every row.
+    table : SeriesTable
+        The site's series (device and point by index).
+    records : list of (int, int, str, str or None, float)
+        (time [ns], series index, kind, expected quality kind, detail) per fault.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per record; empty (with the schema) when there are none.
+    """
     if not records:
         return pl.DataFrame(schema=FAULT_SCHEMA)
     t, j, kind, exp, det = zip(*records, strict=True)

@@ -1,5 +1,7 @@
-"""Plant layout: unit counts (sized from IT capacity where not configured), device names,
-and the telemetry series each unit emits, checked against the site's meter rules.
+"""Plant layout: unit counts, device names and the telemetry series each unit emits.
+
+Counts not configured are sized from IT capacity; the series are checked against the
+site's meter rules.
 """
 
 from __future__ import annotations
@@ -38,7 +40,26 @@ class Counts:
 
 
 def resolve(site: Site) -> Counts:
-    """Unit counts of ``site.plant``; ``None`` counts are sized from ``it_capacity_kw``."""
+    """Return the unit counts of ``site.plant``, sizing ``None`` counts from ``it_capacity_kw``.
+
+    Racks fill the IT capacity [kW] left after immersion tanks; CDUs, dry coolers, chillers,
+    CRAHs and UPS units are sized with margins over the heat or load they serve. A site
+    without PV has no inverters; a battery counts only with both capacity and power > 0.
+
+    Parameters
+    ----------
+    site : Site
+        One site of the config.
+
+    Returns
+    -------
+    Counts
+
+    Raises
+    ------
+    ConfigError
+        If both cooling towers and dry coolers are configured.
+    """
     p = site.plant
     cap = site.it_capacity_kw
     tanks = p.immersion.count
@@ -63,8 +84,9 @@ def resolve(site: Site) -> Counts:
         inverters = layout(p.pv, site.latitude).inverters
     battery = int(p.battery.capacity_kwh > 0 and p.battery.power_kw > 0)
     if towers and p.dry_cooler.count:
-        raise ConfigError("<plant>", [(f"sites[{site.id}].plant.dry_cooler.count", p.dry_cooler.count,
-                                       "a site rejects heat through towers or dry coolers; set one count to 0")])
+        source = "<plant>"
+        raise ConfigError(source, [(f"sites[{site.id}].plant.dry_cooler.count", p.dry_cooler.count,
+                                    "a site rejects heat through towers or dry coolers; set one count to 0")])
     return Counts(racks, tanks, cdus, dry, towers, chillers, crahs, ups, p.aux.count, inverters,
                   p.wind.count, p.electrical.incomers, battery)
 
@@ -77,6 +99,22 @@ def names(prefix: str, n: int) -> list[str]:
 
 @dataclass(frozen=True)
 class SeriesSpec:
+    """One series a plant unit can emit, and where the simulator reads its value.
+
+    Attributes
+    ----------
+    device, point : str
+        The series key within the site.
+    kind : int
+        ``POWER``, ``REGISTER`` or ``SENSOR``.
+    role : str
+        Physical role: what the truth counts it as.
+    group : str
+        Name of the simulated array the value comes from.
+    column : int
+        Column of that array (the unit's index in its group).
+    """
+
     device: str
     point: str
     kind: int
@@ -141,7 +179,8 @@ def emitted(site: Site, specs: list[SeriesSpec], register_max: float | None) -> 
         max_kw = rule.max_kw if rule.max_kw is not None else DEFAULT_MAX_KW_FACTOR * site.it_capacity_kw
         params.append((register_max or rule.register_max, rule.jitter_kwh, rule.max_gap_ns(), max_kw))
     if problems:
-        raise ConfigError("<config>", problems)
+        source = "<config>"
+        raise ConfigError(source, problems)
     arr = np.array(params, np.float64).reshape(-1, 4)
     table = SeriesTable(
         device=[s.device for s in keep], point=[s.point for s in keep],

@@ -111,10 +111,11 @@ class Simulation:
 
     @property
     def series(self) -> int:
+        """Number of telemetry series emitted, summed over the sites."""
         return sum(len(s.table) for s in self.sites)
 
     def __len__(self) -> int:
-        """Number of chunks."""
+        """Return the number of chunks iteration yields."""
         return -(-self.n_total // self.chunk_steps)
 
     def __iter__(self) -> Iterator[pl.DataFrame]:
@@ -130,7 +131,11 @@ class Simulation:
         return pl.concat([s.truth.frame() for s in self.sites]).select(TRUTH_COLUMNS)
 
     def faults(self) -> pl.DataFrame:
-        """Recorded faults of every site, sorted by time (after iterating)."""
+        """Return the recorded faults of every site, sorted by time (after iterating).
+
+        Ties are ordered by site, device and point; with no fault the frame is empty but
+        has :data:`FAULT_SCHEMA`.
+        """
         frames = [f for s in self.sites for f in s.fault_frames]
         if not frames:
             return pl.DataFrame(schema=FAULT_SCHEMA)
@@ -172,9 +177,37 @@ def simulate(cfg: Config, start: datetime, days: float, *, seed: int, step_s: fl
 def simulate_to_file(cfg: Config, start: datetime, days: float, out_path: str | Path,
                      fmt: str | None = None, seed: int = 0, step_s: float = 10.0, faults: bool = True,
                      progress: bool = True) -> SimResult:
-    """Write telemetry to ``out_path`` (``fmt`` parquet|csv|jsonl|lp, default from the
-    extension) and ``truth.parquet`` + ``faults.parquet`` in the same directory."""
+    """Simulate and write telemetry, truth and faults to files.
 
+    Telemetry goes to ``out_path``; ``truth.parquet`` and ``faults.parquet`` go to the same
+    directory (overwriting any there). The telemetry writer is closed even if the run fails.
+
+    Parameters
+    ----------
+    cfg : Config
+        Sites to simulate.
+    start : datetime
+        First sample time (time-zone aware, a multiple of ``step_s``).
+    days : float
+        Length of the run [d].
+    out_path : str or Path
+        Telemetry file.
+    fmt : {"parquet", "csv", "jsonl", "lp"}, optional
+        Default: from the file extension.
+    seed : int
+        Random seed; equal seeds give equal output.
+    step_s : float
+        Sample period [s].
+    faults : bool
+        Inject meter faults (False: perfect meters).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    SimResult
+        With ``telemetry`` None (it was streamed to the file).
+    """
     path = Path(out_path)
     writer = TelemetryWriter(path, fmt)
     bar: Any = None

@@ -1,5 +1,7 @@
-"""One site's simulation: weather and renewables for the whole run, then IT, cooling,
-electrical, battery and meters chunk by chunk (state carried between chunks).
+"""One site's simulation: weather and renewables for the whole run, the rest chunk by chunk.
+
+IT, cooling, electrical, battery and meters are stepped one chunk at a time, with their
+state carried between chunks.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _STREAMS = ("weather", "pv", "wind", "racks", "tanks", "misc", "faults", "regist
 
 
 def _factors(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
-    """Static unit-to-unit factors with mean exactly 1."""
+    """Draw static unit-to-unit factors with mean exactly 1 (``n = 0``: an empty array)."""
     if n == 0:
         return np.ones(0)
     f = 1.0 + spread * rng.standard_normal(n)
@@ -146,7 +148,25 @@ class SiteSim:
         return hour, lt.dt.weekday().to_numpy()
 
     def physics(self, time_ns: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """(unit arrays by group, true role power (n, roles), ambient [degC]) at ``time_ns``."""
+        """Step the site's physics over the samples at ``time_ns`` and return its state there.
+
+        Load, cooling and battery state carry over to the next call, so calls must come in
+        time order.
+
+        Parameters
+        ----------
+        time_ns : array of int64 [ns]
+            Sample times, UTC, consecutive at the site's step.
+
+        Returns
+        -------
+        groups : dict of str to array (n, units)
+            Per-unit values by group (``rack_it``, ``cdu_pump``, ...), in each series' unit.
+        role : array (n, roles)
+            True power per truth role [kW] (``water_l`` in [L/s]).
+        ambient : array (n,) [degC]
+            Ambient temperature.
+        """
         p, c, dt = self.plant, self.counts, self.dt_s
         n = len(time_ns)
         hour, weekday = self._local(time_ns)
@@ -221,6 +241,10 @@ class SiteSim:
         return g, role, amb
 
     def weather_interp(self, grid_values: np.ndarray, time_ns: np.ndarray) -> np.ndarray:
+        """Interpolate a series on the weather grid linearly to ``time_ns`` [ns].
+
+        Times outside the grid take the value at its nearest end (no extrapolation).
+        """
         return np.interp(time_ns.astype(np.float64), self.weather.grid_ns.astype(np.float64), grid_values)
 
     # ------------------------------------------------------------------ telemetry

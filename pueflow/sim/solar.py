@@ -1,6 +1,8 @@
-"""PV output from pvlib: clear sky (Ineichen, bundled Linke turbidity) x a stochastic clear-sky
-index, Erbs decomposition, fixed-tilt transposition, a CEC module (single diode) and a CEC
-(Sandia) inverter, all from pvlib's bundled SAM libraries. Nothing is downloaded.
+"""PV output from pvlib, using only its bundled SAM libraries (nothing is downloaded).
+
+Clear sky (Ineichen, bundled Linke turbidity) x a stochastic clear-sky index, Erbs
+decomposition, fixed-tilt transposition, a CEC module (single diode) and a CEC (Sandia)
+inverter.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def _data_dir() -> Path:
 
 @functools.cache
 def cec_modules() -> pd.DataFrame:
+    """Return pvlib's bundled CEC module library (2019-03-05), one column per module; cached."""
     import pvlib
 
     return pvlib.pvsystem.retrieve_sam(path=str(_data_dir() / "sam-library-cec-modules-2019-03-05.csv"))
@@ -34,6 +37,7 @@ def cec_modules() -> pd.DataFrame:
 
 @functools.cache
 def cec_inverters() -> pd.DataFrame:
+    """Return pvlib's bundled CEC inverter library (2019-03-05), one column per inverter; cached."""
     import pvlib
 
     return pvlib.pvsystem.retrieve_sam(path=str(_data_dir() / "sam-library-cec-inverters-2019-03-05.csv"))
@@ -45,8 +49,9 @@ def _lookup(table: pd.DataFrame, name: str, key: str) -> pd.Series:
     import difflib
 
     close = difflib.get_close_matches(name, list(table.columns), n=3)
-    raise ConfigError("<plant>", [(f"plant.pv.{key}", name,
-                                   f"not in pvlib's bundled CEC library; close names: {close}")])
+    source = "<plant>"
+    raise ConfigError(source, [(f"plant.pv.{key}", name,
+                                f"not in pvlib's bundled CEC library; close names: {close}")])
 
 
 @dataclass

@@ -137,7 +137,11 @@ class TruthAccumulator:
 
 
 def _by_bucket(bucket: np.ndarray, values: np.ndarray, weight: np.ndarray):
-    """Sums of ``values`` rows and ``weight`` over runs of equal (sorted) ``bucket``."""
+    """Sum ``values`` rows and ``weight`` over runs of equal (sorted) ``bucket``.
+
+    Returns (bucket of each run, row sums (runs, cols), weight sums); empty input gives
+    empty arrays.
+    """
     if len(bucket) == 0:
         return bucket.astype(np.int64), np.zeros((0, values.shape[1])), np.zeros(0)
     starts = np.flatnonzero(np.concatenate([[True], bucket[1:] != bucket[:-1]]))

@@ -31,13 +31,26 @@ def turbine_types() -> tuple[str, ...]:
 
 @functools.cache
 def power_curve(turbine_type: str, hub_height_m: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """(wind speeds [m/s], power [kW], nominal power [kW]) of a bundled turbine."""
+    """Return the power curve of a turbine in windpowerlib's bundled library; cached.
+
+    Returns
+    -------
+    wind_speed : array [m/s]
+    power : array [kW]
+    nominal_power : float [kW]
+
+    Raises
+    ------
+    ConfigError
+        If ``turbine_type`` is not in the library (the message lists close names).
+    """
     if turbine_type not in turbine_types():
         import difflib
 
         close = difflib.get_close_matches(turbine_type, turbine_types(), n=3)
-        raise ConfigError("<plant>", [("plant.wind.turbine_type", turbine_type,
-                                       f"not in windpowerlib's bundled library; close names: {close}")])
+        source = "<plant>"
+        raise ConfigError(source, [("plant.wind.turbine_type", turbine_type,
+                                    f"not in windpowerlib's bundled library; close names: {close}")])
     from windpowerlib import WindTurbine
 
     with warnings.catch_warnings():

@@ -103,8 +103,11 @@ class Router:
 
     # -------------------------------------------------------------- internals
     def _keys(self, df: pl.DataFrame) -> tuple[str, pl.Series]:
-        """Name each row's source: ("site", site ids), ("scope", fleet scopes), or
-        ("none", "?") for rows that name neither (foreign everywhere)."""
+        """Name each row's source.
+
+        Returns ("site", site ids) or ("scope", fleet scopes), nulls read as unknown; rows
+        that name neither give ("none", unknown), foreign everywhere.
+        """
         import polars as pl
 
         for kind in ("site", "scope"):

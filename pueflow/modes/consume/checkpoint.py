@@ -1,5 +1,7 @@
-"""Consume: the checkpoint protocol (sinks durable -> state records -> offsets committed),
-back-pressure, partition moves and the drain at shutdown."""
+"""Consume: the checkpoint protocol, back-pressure, partition moves and the drain at shutdown.
+
+A checkpoint makes the sinks durable, then writes the state records, then commits offsets.
+"""
 
 from __future__ import annotations
 
@@ -196,12 +198,13 @@ class CheckpointMixin:
         while True:
             try:
                 self.checkpoint(commit=commit)
-                return True
             except SinkBackpressure as exc:
                 wait = min(exc.retry_after or 0.5, deadline - time.monotonic())
             except (SinkError, StateError) as exc:
                 log.warning("checkpoint failed: %s", exc)
                 wait = min(0.5, deadline - time.monotonic())
+            else:
+                return True
             if wait <= 0:
                 log.warning("checkpoint did not complete within %.1f s; not committing "
                             "(the next owner re-reads from the last checkpoint)", budget_s)
@@ -228,6 +231,7 @@ class CheckpointMixin:
                                        "dlq": self.stats.dlq})
 
     def close_http(self) -> None:
+        """Stop the metrics and health HTTP server, if one runs; safe to call again."""
         if self._http is not None:
             self._http.shutdown()
             self._http = None

@@ -54,7 +54,7 @@ class RecordsMixin:
         self._emit(out, now)
 
     def _screen_records(self, rs: list) -> list:
-        """Records worth decoding; empty and oversized ones go to the dead letters."""
+        """Return the records worth decoding; send empty and oversized ones to the dead letters."""
         keep = []
         limit = self.max_message_bytes
         for r in rs:
@@ -136,8 +136,10 @@ class RecordsMixin:
 
     # ------------------------------------------------------------------ quiet feeds
     def _idle(self, now: float) -> None:
-        """Advance the watermark of sites that are quiet while their partition is live;
-        update the lag gauges on the way."""
+        """Advance the watermark of sites that are quiet while their partition is live.
+
+        The lag gauges are updated on the way.
+        """
         caught_up: dict[Any, bool] = {}
         for tp, part in self.owned.items():
             hw = self.consumer.highwater(tp)

@@ -49,6 +49,31 @@ log = logging.getLogger("pueflow.service")
 
 @dataclass
 class ServiceStats:
+    """Counters of one :meth:`ConsumeService.run`, returned when it ends.
+
+    Attributes
+    ----------
+    records : int
+        Kafka records consumed.
+    samples : int
+        Readings decoded from them.
+    rows : int
+        Output rows handed to sinks (once per sink).
+    dlq : int
+        Records sent to the dead-letter topic.
+    checkpoints : int
+        Checkpoints completed.
+    restores : int
+        Partitions whose state was restored on assignment.
+    backpressure_events : int
+        Times input was paused for a sink.
+    seconds : float
+        Wall time of the run [s].
+    latencies_s : list of float
+        Window-close latencies [s], from a row's emission to its flush in every sink; only
+        the newest 50 000 to 100 000 are kept.
+    """
+
     records: int = 0
     samples: int = 0
     rows: int = 0
@@ -167,9 +192,12 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         return Pipeline(self.cfg, run=self.run_tag, dispatcher=dispatcher)
 
     def _warm_up(self) -> None:
-        """Run a few readings through a throwaway core so numba kernels and lazy imports
-        load now, not in the first poll after a partition assignment (it would delay the
-        first rows by ~2 s and, inside a rebalance, the whole group)."""
+        """Run a few readings through a throwaway core so numba kernels and lazy imports load now.
+
+        Otherwise they would load in the first poll after a partition assignment, delaying
+        the first rows by ~2 s and, inside a rebalance, the whole group. A config with no
+        power meter skips the warm-up.
+        """
         try:
             site = self.cfg.sites[0]
             rule = next(m for m in site.meters if m.kind == "power")
@@ -200,8 +228,26 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
     # ------------------------------------------------------------------ run
     def run(self, *, max_seconds: float | None = None, stop_event: threading.Event | None = None,
             max_records: int | None = None) -> ServiceStats:
-        """Consume until ``stop_event`` is set, ``max_seconds`` pass or ``max_records`` are
-        read; then drain (final checkpoint, bounded by ``drain_timeout_s``) and close."""
+        """Consume until told to stop, then drain and close.
+
+        The drain is a final checkpoint, bounded by ``drain_timeout_s``. On any exception the
+        state is marked broken (not checkpointed), ``/health`` reports the error, the
+        clients are closed and the exception propagates.
+
+        Parameters
+        ----------
+        max_seconds : float, optional
+            Stop after this wall time [s].
+        stop_event : threading.Event, optional
+            Stop once it is set (checked before every poll).
+        max_records : int, optional
+            Stop once this many records have been read.
+
+        Returns
+        -------
+        ServiceStats
+            This service's counters (the same object on every call).
+        """
         svc = self
 
         class Listener(ConsumerRebalanceListener):
