@@ -158,6 +158,7 @@ class FakeConsumer:
 def install(monkeypatch, broker: FakeBroker) -> None:
     """Route :mod:`pueflow.connectors.kafka`'s client builders to ``broker``."""
     from pueflow.connectors import kafka as kc
+    from pueflow.connectors import kafka_state as ks
 
     def build_consumer(kcfg, **over):
         opts = kc.consumer_options(kcfg, **over)
@@ -170,5 +171,6 @@ def install(monkeypatch, broker: FakeBroker) -> None:
         return list(topics)
 
     monkeypatch.setattr(kc, "build_consumer", build_consumer)
+    monkeypatch.setattr(ks, "build_consumer", build_consumer)
     monkeypatch.setattr(kc, "build_producer", lambda kcfg, **over: FakeProducer(broker))
     monkeypatch.setattr(kc, "ensure_topics", ensure_topics)

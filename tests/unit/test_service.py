@@ -18,6 +18,7 @@ import pytest
 
 from pueflow.config.load import parse_config
 from pueflow.connectors import kafka as kc
+from pueflow.connectors import kafka_state as ks
 from pueflow.exceptions import ConfigError, SinkBackpressure, StateError
 from pueflow.modes.consume.records import _fold, _kind
 from pueflow.modes.consume.service import ConsumeService
@@ -167,7 +168,7 @@ def test_rows_equal_replay_and_checkpoints_flush_before_state_before_commit(brok
         last_state = max(j for j, e in enumerate(before) if e == "state")
         assert last_flush < last_state < i
     # each state record names the offset it belongs to, and that offset was committed
-    recs = [kc.StateRecord.decode(r.value) for tp, rs in broker.log.items()
+    recs = [ks.StateRecord.decode(r.value) for tp, rs in broker.log.items()
             if tp.topic == "state" for r in rs]
     last = {}
     for r in recs:
@@ -305,14 +306,14 @@ def test_bad_records_go_to_the_dead_letter_topic_with_reason_and_source(broker):
 
 
 def test_state_record_round_trip_and_corruption():
-    rec = kc.StateRecord("tel", 3, 1234, ["s-a"], b"\x00" * 10_000 + b"state")
+    rec = ks.StateRecord("tel", 3, 1234, ["s-a"], b"\x00" * 10_000 + b"state")
     value = rec.encode("g")
     assert len(value) < 1000  # compressed
-    back = kc.StateRecord.decode(value)
+    back = ks.StateRecord.decode(value)
     assert (back.topic, back.partition, back.offset, back.sites, back.state) == (
         "tel", 3, 1234, ["s-a"], rec.state)
     with pytest.raises(StateError, match="corrupt"):
-        kc.StateRecord.decode(value[:-5])
+        ks.StateRecord.decode(value[:-5])
 
 
 def test_security_options():
@@ -454,7 +455,7 @@ def test_a_failure_mid_poll_checkpoints_nothing_after_it(broker):
     committed = broker.committed.get("g", {})
     assert committed, "checkpoints before the failure should stand"
     assert all(off <= done.get(tp, 0) for tp, off in committed.items())
-    states = [kc.StateRecord.decode(r.value) for tp, rs in broker.log.items()
+    states = [ks.StateRecord.decode(r.value) for tp, rs in broker.log.items()
               if tp.topic == "state" for r in rs]
     assert all(s.offset <= done.get(fake_kafka.TopicPartition(s.topic, s.partition), 0)
                for s in states)

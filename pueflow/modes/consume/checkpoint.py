@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from kafka.structs import OffsetAndMetadata
 
-from pueflow.connectors import kafka as kc
+from pueflow.connectors import kafka_state as ks
 from pueflow.exceptions import SinkBackpressure, SinkError, StateError
 
 log = logging.getLogger("pueflow.service")
@@ -74,7 +74,7 @@ class CheckpointMixin:
             if not part.dirty or part.next_offset is None:
                 continue
             sites = sorted(part.sites)
-            rec = kc.StateRecord(tp.topic, tp.partition, part.next_offset, sites,
+            rec = ks.StateRecord(tp.topic, tp.partition, part.next_offset, sites,
                                  self.pipeline.snapshot(sites))
             self.state.write(rec)
             self.last_state[tp] = rec

@@ -34,6 +34,7 @@ from kafka import ConsumerRebalanceListener
 
 from pueflow.config.models import Config
 from pueflow.connectors import kafka as kc
+from pueflow.connectors import kafka_state as ks
 from pueflow.connectors import wire
 from pueflow.connectors.ops import Health, ServiceMetrics, serve
 from pueflow.connectors.sink import SinkSet, build_sinkset
@@ -148,9 +149,9 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
             if hasattr(sink, "on_retry"):
                 sink.on_retry = lambda name: self.metrics.sink_retries.labels(name).inc()
         self._ensure_topics()
-        self.producer = kc.build_producer(self.kcfg, max_request_size=kc.STATE_MAX_BYTES)
+        self.producer = kc.build_producer(self.kcfg, max_request_size=ks.STATE_MAX_BYTES)
         self.dlq = kc.DeadLetters(self.producer, self.kcfg.dlq_topic, max_message_bytes)
-        self.state = kc.StateStore(self.kcfg, self.producer, self.kcfg.group_id)
+        self.state = ks.StateStore(self.kcfg, self.producer, self.kcfg.group_id)
         copts = kc.consumer_options(self.kcfg, **(consumer_overrides or {}))
         self.session_s = copts["session_timeout_ms"] / 1000
         self.consumer = kc.build_consumer(self.kcfg, **(consumer_overrides or {}))
@@ -158,8 +159,8 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         self.owned: dict[Any, Part] = {}
         self.site_owner: dict[int, Any] = {}
         self.quiet_since = np.full(len(cfg.sites), np.nan)
-        self.last_state: dict[Any, kc.StateRecord] = {}
-        self.kept: dict[Any, kc.StateRecord] = {}
+        self.last_state: dict[Any, ks.StateRecord] = {}
+        self.kept: dict[Any, ks.StateRecord] = {}
         self.stats = ServiceStats()
         self.paused = False
         self.retry_at = 0.0
@@ -181,7 +182,7 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         k = self.kcfg
         try:
             kc.ensure_topics(k, {k.dlq_topic: (1, {}),
-                                 k.state_topic: (1, kc.STATE_TOPIC_CONFIG)})
+                                 k.state_topic: (1, ks.STATE_TOPIC_CONFIG)})
         except Exception as exc:  # noqa: BLE001 - broker may forbid admin calls; topics may exist
             log.warning("could not create the dead-letter/state topics (%s); they must exist", exc)
 
