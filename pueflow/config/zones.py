@@ -94,6 +94,7 @@ def window_zone_problem(windows: list[str], site_id: str, zone: str) -> str | No
     offs = ", ".join(f"UTC{'+' if o >= 0 else '-'}{_fmt(abs(o))}" for o in zone_offsets_ns(zone))
     works = _fmt(base_bucket_ns(["1d"], [zone]))
     return (f"site {site_id!r}: zone {zone} has offsets {offs} (1970-2100), so its local "
-            f"midnights do not fall on {_fmt(need if need >= NS else smallest)} buckets; "
+            f"midnights need {_fmt(need)} buckets, finer than the smallest window "
+            f"{_fmt(smallest)} (or 1m); "
             f"with '1d' use a smallest window of {works} (e.g. windows = ['{works}', '1d']) "
             f"or drop '1d'")
