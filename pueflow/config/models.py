@@ -24,6 +24,7 @@ from pueflow.config.dispatch import DispatchSpec
 from pueflow.config.plant import PlantSpec
 from pueflow.config.routing import RoutingConfig
 from pueflow.config.tune import TuneSpec
+from pueflow.config.zones import base_bucket_ns, window_zone_problem
 from pueflow.roles import ALL_ROLES
 from pueflow.units import parse_duration_ns
 
@@ -126,15 +127,13 @@ class PipelineConfig(Model):
         if bad:
             msg = f"windows {bad} are not multiples of the smallest window; use e.g. 1m, 15m, 1h, 1d"
             raise ValueError(msg)
-        if "1d" in v and (15 * 60 * 10**9) % base:
-            msg = "with a '1d' (local-midnight) window the smallest window must divide 15m"
-            raise ValueError(msg)
         return [w.strip() for w in v]
 
     def window_ns(self) -> dict[str, int]:
         return {w: parse_duration_ns(w) for w in self.windows}
 
     def base_ns(self) -> int:
+        """Smallest window [ns]; the kernel's bucket may be finer, see ``Config.base_ns``."""
         return min(self.window_ns().values())
 
 
@@ -210,6 +209,22 @@ class Config(Model):
             site.meters = [*site.meters, *self.meter_profiles[site.meter_profile]]
             site.meter_profile = None
         return self
+
+    @model_validator(mode="after")
+    def _windows_align(self) -> Config:
+        # a '1d' window starts at each site's local midnight: refuse only zones whose
+        # offsets would need buckets finer than min(smallest window, 1m)
+        problems = [p for s in self.sites
+                    if (p := window_zone_problem(self.pipeline.windows, s.id, s.timezone))]
+        if problems:
+            msg = "pipeline.windows: " + "; ".join(problems)
+            raise ValueError(msg)
+        return self
+
+    def base_ns(self) -> int:
+        """Base bucket [ns] of the window kernel: divides every window and, with '1d', every
+        UTC offset of every site's zone (so each local midnight starts a bucket)."""
+        return base_bucket_ns(self.pipeline.windows, [s.timezone for s in self.sites])
 
     def site(self, site_id: str) -> Site:
         for s in self.sites:

@@ -1,4 +1,10 @@
-"""Replay: telemetry files -> the shared core -> sinks, with progress and a summary."""
+"""Replay: telemetry files -> the shared core -> sinks, with progress and a summary.
+
+A file is complete history, so by default replay feeds the core in event-time order
+(:mod:`pueflow.modes.spill`), whatever the file's row order: time-major, series-major,
+shuffled, or several files overlapping in time give the same rows. ``as_streamed``
+instead feeds rows in file order with the config's grace, as a live service saw them.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import polars as pl
 from pueflow.config.models import Config
 from pueflow.connectors.files import iter_file
 from pueflow.connectors.sink import SinkSet, build_sinkset
+from pueflow.modes.spill import EventOrder, event_ordered
 from pueflow.optimizers.dispatcher import Dispatcher
 from pueflow.pipeline.core import Pipeline
 from pueflow.schema.registry import Registry
@@ -31,6 +38,8 @@ class ReplayResult:
     rejected: int = 0
     seconds: float = 0.0
     sinks: list[str] = field(default_factory=list)
+    sink_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    spilled: bool = False
 
     @property
     def samples_per_s(self) -> float:
@@ -50,6 +59,35 @@ def decode_error_rows(path: str, errors: list[tuple[int, str]], run: str = "") -
         "run": [run] * n, "count": [1] * n, "value": [float("nan")] * n,
         "detail": [f"{path}:{r}: {why}" for r, why in errors],
     }).with_columns(pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+
+
+class CountingSink:
+    """Wraps a sink and counts, per measurement, the rows it was actually handed."""
+
+    def __init__(self, sink: Any):
+        self.inner = sink
+        self.name = sink.name
+        self.rows: dict[str, int] = {}
+
+    def write(self, measurement: str, rows: pl.DataFrame) -> None:
+        """Count ``rows`` [rows] under ``measurement`` and pass them on."""
+        self.rows[measurement] = self.rows.get(measurement, 0) + rows.height
+        self.inner.write(measurement, rows)
+
+    def flush(self) -> None:
+        """Flush the wrapped sink."""
+        self.inner.flush()
+
+    def close(self) -> None:
+        """Close the wrapped sink."""
+        self.inner.close()
+
+
+def count_rows(sinks: SinkSet) -> SinkSet:
+    """Wrap every sink of ``sinks`` in a :class:`CountingSink` (in place); return it."""
+    sinks.pairs = [(spec, s if isinstance(s, CountingSink) else CountingSink(s))
+                   for spec, s in sinks.pairs]
+    return sinks
 
 
 def _collect(parts: dict[str, list[pl.DataFrame]], out: Output) -> None:
@@ -92,13 +130,15 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
         readings=pipe.stats["readings_in"], rejected=pipe.stats["readings_rejected"],
         seconds=time.perf_counter() - t0,
         sinks=[s.name for s, _ in sinks.pairs] if sinks else [],
+        sink_rows={s.name: dict(getattr(s, "rows", {})) for _, s in sinks.pairs} if sinks else {},
     )
 
 
 def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None = None,
            time_from_ns: int | None = None, time_to_ns: int | None = None,
            progress: bool = True, run: str = "", dispatch: str | None = None,
-           chunk_rows: int = 1_000_000, write: bool = True) -> ReplayResult:
+           chunk_rows: int = 1_000_000, write: bool = True, as_streamed: bool = False,
+           memory_mb: float = 1024.0, spill_dir: str | Path | None = None) -> ReplayResult:
     """Replay telemetry files through the core into the configured sinks.
 
     Parameters
@@ -111,22 +151,38 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
         Keep readings with ``from <= time < to`` [ns, UTC].
     dispatch : "mpc" | "rule" | "oracle", optional
         Also compute dispatch setpoints with that policy.
+    as_streamed : bool
+        Feed rows in file order with the config's grace (what a live service saw from a
+        dump of its topic); default: event-time order, the rows do not depend on file order.
+    memory_mb : float
+        Budget [MiB] for the readings held while putting them in time order; past it they
+        are spilled to Parquet under ``spill_dir`` (default: the temp folder), then removed.
     """
     registry = Registry(cfg)
     dispatcher = None
     if dispatch:
         dispatcher = Dispatcher(cfg, policy=dispatch)
-    sinks = build_sinkset(cfg, run, out_dir) if write else None
+    sinks = count_rows(build_sinkset(cfg, run, out_dir)) if write else None
+    order = None if as_streamed else EventOrder(memory_mb, spill_dir, chunk_rows)
+    # decode in pieces the budget holds several times over
+    read_rows = chunk_rows if order is None else max(min(chunk_rows, order.budget_rows // 4), 1000)
 
-    def chunks():
+    def decoded():
         for path in inputs:
-            yield from iter_file(path, registry, chunk_rows=chunk_rows,
+            yield from iter_file(path, registry, chunk_rows=read_rows,
                                  time_from_ns=time_from_ns, time_to_ns=time_to_ns)
+
+    def chunks(src):
+        return src if order is None else event_ordered(src, order)
+
+    def done(res: ReplayResult) -> ReplayResult:
+        res.spilled = order is not None and order.spilled
+        return res
 
     try:
         if not progress:
-            return replay_batches(cfg, chunks(), registry=registry, sinks=sinks, run=run,
-                                  dispatcher=dispatcher)
+            return done(replay_batches(cfg, chunks(decoded()), registry=registry, sinks=sinks,
+                                       run=run, dispatcher=dispatcher))
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -150,11 +206,18 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
                 else:
                     bar.update(task, rows=seen["rows"])
 
-            res = replay_batches(cfg, chunks(), registry=registry, sinks=sinks, run=run,
-                                 dispatcher=dispatcher, on_chunk=tick)
+            def ticking(src):
+                for chunk in src:
+                    tick(chunk)
+                    yield chunk
+
+            res = replay_batches(cfg, chunks(ticking(decoded())), registry=registry,
+                                 sinks=sinks, run=run, dispatcher=dispatcher)
             bar.update(task, completed=total)
-            return res
+            return done(res)
     finally:
+        if order is not None:
+            order.close()
         if sinks is not None:
             sinks.close()
 

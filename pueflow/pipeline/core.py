@@ -71,7 +71,7 @@ class Pipeline(CoreState):
         self.dispatcher = dispatcher
         self.clock_ns = clock_ns
         pc = cfg.pipeline
-        self.base_ns = pc.base_ns()
+        self.base_ns = cfg.base_ns()  # windows and site zones, see config/zones.py
         self.grace_ns = parse_duration_ns(pc.grace)
         self.max_future_ns = parse_duration_ns(pc.max_future)
         self.windows = sorted(pc.windows, key=parse_duration_ns)

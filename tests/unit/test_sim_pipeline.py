@@ -29,7 +29,9 @@ def _run(cfg, tmp: Path, *, faults: bool, seed: int = 3, fmt: str = "parquet"):
     path = tmp / f"telemetry-{faults}-{seed}.{fmt}"
     sim = simulate_to_file(cfg, START, 1.0, path, fmt=fmt, seed=seed, step_s=60.0,
                            faults=faults, progress=False)
-    res = replay(cfg, [path], progress=False, write=False)
+    # with faults the file is a dump of a live feed, late arrivals included: replay it as
+    # streamed so the core sees them late; without faults, in event-time order
+    res = replay(cfg, [path], progress=False, write=False, as_streamed=faults)
     return sim, res
 
 
