@@ -78,7 +78,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     t_to = parse_time_ns(args.time_to, "--to") if args.time_to else None
     res = replay(cfg, args.input, out_dir=args.out, time_from_ns=t_from, time_to_ns=t_to,
                  progress=not args.quiet, run=args.run, dispatch=args.dispatch,
-                 chunk_rows=args.chunk_rows)
+                 chunk_rows=args.chunk_rows, timestamp_unit=args.timestamp_unit)
     if not args.quiet:
         render(summarise(res.kpi, res.quality), title="replay summary (whole period)")
         qc = quality_counts(res.quality)
@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dispatch", choices=["mpc", "rule", "oracle"],
                    help="also compute dispatch setpoints with this policy")
     p.add_argument("--chunk-rows", type=int, default=1_000_000, help="rows read per chunk")
+    p.add_argument("--timestamp-unit", default=_env("PUEFLOW_TIMESTAMP_UNIT"),
+                   help="unit of Telegraf JSON timestamps: s, ms, us, ns or a duration such "
+                        "as 10ms (env PUEFLOW_TIMESTAMP_UNIT; default: the config's "
+                        "[kafka] timestamp_unit)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_replay)
 

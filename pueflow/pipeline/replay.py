@@ -143,7 +143,8 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
 def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None = None,
            time_from_ns: int | None = None, time_to_ns: int | None = None,
            progress: bool = True, run: str = "", dispatch: str | None = None,
-           chunk_rows: int = 1_000_000, write: bool = True) -> ReplayResult:
+           chunk_rows: int = 1_000_000, write: bool = True,
+           timestamp_unit: str | None = None) -> ReplayResult:
     """Replay telemetry files through the core into the configured sinks.
 
     Parameters
@@ -156,6 +157,9 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
         Keep readings with ``from <= time < to`` [ns, UTC].
     dispatch : "mpc" | "rule" | "oracle", optional
         Also compute dispatch setpoints with that policy.
+    timestamp_unit : str, optional
+        Unit of Telegraf JSON timestamps (default: ``cfg.kafka.timestamp_unit``, as in
+        consume mode, so a file and a topic of the same Telegraf output agree).
     """
     from pueflow.connectors.files import iter_file
 
@@ -170,7 +174,8 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     def chunks():
         for path in inputs:
             yield from iter_file(path, registry, chunk_rows=chunk_rows,
-                                 time_from_ns=time_from_ns, time_to_ns=time_to_ns)
+                                 time_from_ns=time_from_ns, time_to_ns=time_to_ns,
+                                 json_timestamp_unit=timestamp_unit or cfg.kafka.timestamp_unit)
 
     try:
         if not progress:
