@@ -28,6 +28,7 @@ from pueflow.connectors.lp_escape import (
     escape_measurement,
     unescape_key,
     unescape_measurement,
+    unescape_string,
 )
 from pueflow.connectors.lp_keys import MISSING, KeyTable
 from pueflow.connectors.wire_base import (
@@ -241,6 +242,48 @@ def decode_line_text(text: str | bytes, registry: Registry, precision: str = "ns
     errors = [(int(line[r]), why) for r, why in rec_errors]
     r = fld[0][fields]
     return finish(None, rec[8][r], sid, fld[6][fields], line[r], errors, registry)
+
+
+def parse_records(data: bytes, precision: str = "ns") -> list[tuple | str]:
+    """Every record of ``data`` as the reference decoder reads it, without pueflow's rules
+    (no ``site`` needed, any time, no timestamp allowed): for tests and diagnostics.
+
+    Returns
+    -------
+    list
+        Per record either the reason it is refused, or (measurement, [(tag key, value)],
+        [(field key, kind, value)], time [ns] or None); kind is float, int, uint, bool or
+        string and value the Python value.
+    """
+    mult = unit_ns(precision)
+    buf = np.frombuffer(data, np.uint8)
+    rec, fld = S.scan(buf, np.array([len(buf)], np.int64), mult, -(2**63), 2**63 - 1)
+    bad = (rec[5] != S.OK) & (rec[5] != S.E_NO_TS) & (rec[5] != S.E_TS_OUT)
+    reasons: dict[int, str] = {}
+    if fld[7].any():
+        _slow_floats(buf, fld, bad, reasons)
+    out: list[tuple | str] = []
+    kinds = ("float", "int", "uint", "bool", "string")
+    for r in range(len(rec[0])):
+        if bad[r]:
+            out.append(reasons.get(r) or _reason(buf, int(rec[5][r]), rec, r, mult))
+            continue
+        head = _text(buf, rec[1][r], rec[4][r])
+        m_len = len(_text(buf, rec[1][r], rec[3][r]))
+        tags = [tuple(map(unescape_key, _EQ.split(kv, maxsplit=1)))
+                for kv in _COMMA.split(head[m_len + 1:])] if len(head) > m_len else []
+        if len({k for k, _ in tags}) < len(tags):
+            out.append("duplicate tag key")
+            continue
+        fields = []
+        for k in np.flatnonzero(fld[0] == r):
+            kind, raw = kinds[fld[5][k]], _text(buf, fld[3][k], fld[4][k])
+            value = (float(fld[6][k]) if kind == "float" else int(raw[:-1]) if kind in ("int", "uint")
+                     else raw[0] in "tT" if kind == "bool" else unescape_string(raw[1:-1]))
+            fields.append((unescape_key(_text(buf, fld[1][k], fld[2][k])), kind, value))
+        out.append((unescape_measurement(head[:m_len]), tags, fields,
+                    int(rec[8][r]) if rec[9][r] else None))
+    return out
 
 
 def parse_line(line: str) -> tuple[str, str, list[tuple[str, float | str]], int] | str:

@@ -356,7 +356,7 @@ def scan(buf, ends, mult, lo_ns, hi_ns):
                     b0 = i3
                     consumed = code == OK or code == E_TS_RANGE
                     if code == OK and has_t:
-                        if t > 0 and t > (2**63 - 1) // mult or t < 0 and t < -(2**63 - 1) // mult:
+                        if mult != 1 and (t > (2**63 - 1) // mult or t < -((2**63 - 1) // mult)):
                             code, epos = E_TS_RANGE, i3
                         else:
                             t = t * mult
