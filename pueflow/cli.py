@@ -90,7 +90,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     res = replay(cfg, args.input, out_dir=args.out, time_from_ns=t_from, time_to_ns=t_to,
                  progress=not args.quiet, run=args.run, dispatch=args.dispatch,
                  chunk_rows=args.chunk_rows, as_streamed=args.as_streamed,
-                 memory_mb=args.memory_mb, spill_dir=args.spill_dir)
+                 memory_mb=args.memory_mb, spill_dir=args.spill_dir,
+                 timestamp_unit=args.timestamp_unit)
     if not args.quiet:
         render(summarise(res.kpi, res.quality), title="replay summary (whole period)")
         qc = quality_counts(res.quality)
@@ -238,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "they are spilled to disk (default 1024, fits a 2-core/4 GiB worker)")
     p.add_argument("--spill-dir", help="folder for the spill (default: system temp folder); "
                                        "removed after the run")
+    p.add_argument("--timestamp-unit", default=_env("PUEFLOW_TIMESTAMP_UNIT"),
+                   help="unit of Telegraf JSON timestamps: s, ms, us, ns or a duration such "
+                        "as 10ms (env PUEFLOW_TIMESTAMP_UNIT; default: the config's "
+                        "[kafka] timestamp_unit)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_replay)
 

@@ -34,6 +34,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from pueflow.connectors.wire import decode_json, decode_line_text, unit_ns
+from pueflow.connectors.wire_base import MAX_TIME_NS, MIN_TIME_NS, time_range_reason
 from pueflow.exceptions import InputFormatError
 from pueflow.schema.batch import Batch
 
@@ -153,7 +154,8 @@ def _may_hold(f: Path, root: Path, lo: int | None, hi: int | None) -> bool:
 
 def iter_file(path: str | Path, registry: Registry, *, chunk_rows: int = 1_000_000,
               time_from_ns: int | None = None, time_to_ns: int | None = None,
-              timestamp_unit: str = "ns") -> Iterator[FileChunk]:
+              timestamp_unit: str = "ns", json_timestamp_unit: str | None = None
+              ) -> Iterator[FileChunk]:
     """Stream a telemetry file or directory as Batches of at most ``chunk_rows`` rows.
 
     Parameters
@@ -169,13 +171,20 @@ def iter_file(path: str | Path, registry: Registry, *, chunk_rows: int = 1_000_0
         Keep readings with ``time_from_ns <= time < time_to_ns`` [ns since epoch, UTC].
         Parquet row groups wholly outside are not read.
     timestamp_unit : {"s", "ms", "us", "ns"}
-        Unit of integer epoch times (JSON timestamps, integer ``time`` columns).
+        Unit of integer epoch times (integer ``time`` columns, and JSON timestamps unless
+        ``json_timestamp_unit`` is given).
+    json_timestamp_unit : str, optional
+        Unit of Telegraf JSON timestamps (s, ms, us, ns or a duration such as ``10ms``).
+
+    Rows whose time lies outside 1970..2260 give no reading and are listed in the chunk's
+    errors (they would overflow the pipeline's time arithmetic).
     """
     root = Path(path)
     files = [f for f in telemetry_files(root) if _may_hold(f, root, time_from_ns, time_to_ns)]
     sizes = [f.stat().st_size for f in files]
     total, done = sum(sizes), 0
-    ctx = _Ctx(registry, max(int(chunk_rows), 1), time_from_ns, time_to_ns, timestamp_unit)
+    ctx = _Ctx(registry, max(int(chunk_rows), 1), time_from_ns, time_to_ns, timestamp_unit,
+               json_timestamp_unit or timestamp_unit)
     for f, size in zip(files, sizes, strict=True):
         reader = _READERS[format_of(f)]
         for batch, rows, pos, errors in reader(f, ctx, _hive(f, root) if root.is_dir() else {}):
@@ -190,9 +199,11 @@ class _Ctx:
     """What every reader of one ``iter_file`` call shares."""
 
     def __init__(self, registry: Registry, chunk_rows: int, lo: int | None, hi: int | None,
-                 unit: str):
+                 unit: str, json_unit: str):
         self.registry, self.chunk_rows, self.lo, self.hi = registry, chunk_rows, lo, hi
         self.unit, self.mult = unit, unit_ns(unit)
+        self.json_unit = json_unit
+        unit_ns(json_unit)
         self.keys = _Keys(registry)
 
     def window(self, batch: Batch) -> Batch:
@@ -304,7 +315,8 @@ def _check_schema(path: Path, schema: pa.Schema, hive: dict[str, str]) -> None:
         raise InputFormatError(str(path), msg, column="value")
 
 
-def _time_ns(path: Path, col: pa.Array, offset: int, mult: int) -> np.ndarray:
+def _time_ns(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.ndarray, np.ndarray]:
+    """Times [ns] and a mask of those inside 1970..2260."""
     if col.null_count:
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         msg = "time is empty; every reading needs an event time"
@@ -313,7 +325,9 @@ def _time_ns(path: Path, col: pa.Array, offset: int, mult: int) -> np.ndarray:
         mult = unit_ns(col.type.unit)
         col = col.cast(pa.int64())
     t = col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    return t * mult if mult != 1 else t
+    # range checked in the file's unit: multiplying first could wrap past int64
+    ok = (t >= -(-MIN_TIME_NS // mult)) & (t < -(-MAX_TIME_NS // mult))
+    return np.where(ok, t, 0) * mult if mult != 1 else t, ok
 
 
 def _to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: _Ctx, hive: dict[str, str],
@@ -321,8 +335,14 @@ def _to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: _Ctx, hive: dict
     """Arrow rows of the canonical form -> Batch; rows with a null key are reported."""
     n = rb.num_rows
     names = rb.schema.names
-    time_ns = _time_ns(path, rb.column("time"), offset, ctx.mult)
+    time_ns, t_ok = _time_ns(path, rb.column("time"), offset, ctx.mult)
     cols, bad = [], None
+    if not t_ok.all():
+        bad = ~t_ok
+        raw = rb.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        for r in np.flatnonzero(bad):
+            past = MIN_TIME_NS - 1 if raw[r] < 0 else MAX_TIME_NS
+            errors.append((offset + int(r) + 1, time_range_reason(past, str(raw[r]), ctx.mult)))
     for k in KEY_COLUMNS:
         if k in names:
             c = rb.column(k)
@@ -588,27 +608,15 @@ def _read_lines(path: Path, ctx: _Ctx, decode: Callable[[list[bytes]], tuple]):
 def _read_jsonl(path: Path, ctx: _Ctx, hive: dict[str, str]):
     def decode(lines: list[bytes]) -> tuple:
         idx = [i for i, ln in enumerate(lines) if ln.strip()]
-        d = decode_json([lines[i] for i in idx], ctx.registry, ctx.unit)
+        d = decode_json([lines[i] for i in idx], ctx.registry, ctx.json_unit)
         return d.batch, d.origin, [(idx[i], why) for i, why in d.errors]
     yield from _read_lines(path, ctx, decode)
 
 
 def _read_lp(path: Path, ctx: _Ctx, hive: dict[str, str]):
     def decode(lines: list[bytes]) -> tuple:
-        try:
-            text = b"".join(lines).decode("utf-8")
-            bad: list[tuple[int, str]] = []
-        except UnicodeDecodeError:
-            parts, bad = [], []
-            for i, ln in enumerate(lines):
-                try:
-                    parts.append(ln.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    bad.append((i, f"not UTF-8 at byte {exc.start}"))
-                    parts.append("\n")
-            text = "".join(parts)
-        d = decode_line_text(text, ctx.registry)
-        return d.batch, d.origin, sorted(bad + d.errors)
+        d = decode_line_text(b"".join(lines), ctx.registry)  # UTF-8 is checked per token
+        return d.batch, d.origin, d.errors
     yield from _read_lines(path, ctx, decode)
 
 

@@ -13,7 +13,8 @@ Rejections that can never succeed (400 bad lines, 422 outside retention) are log
 counted in ``rejected_rows`` and skipped, so one poison row cannot stall a service.
 Identity is (measurement, tags, time): re-writing a row overwrites it. Empty tag values are
 omitted (line protocol has no empty tags); null and non-finite fields are omitted, and a row
-with no field left is not written.
+with no field left is not written. Escaping is :mod:`pueflow.connectors.lp_escape`'s (the
+decoder's); a tag value line protocol cannot carry (a newline) gets U+FFFD in its place.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from pueflow.connectors.lp_escape import (
+    escape_key,
+    escape_key_expr,
+    escape_measurement,
+    escape_string_expr,
+)
 from pueflow.exceptions import SinkBackpressure, SinkError
 from pueflow.schema import rows as rw
 
@@ -43,23 +50,9 @@ SKIP_STATUS = frozenset({400, 413, 422})
 # --------------------------------------------------------------------------- line protocol
 
 
-def _escape_tag(expr: pl.Expr) -> pl.Expr:
-    return (expr.str.replace_all("\\", "\\\\", literal=True)
-            .str.replace_all(",", "\\,", literal=True)
-            .str.replace_all("=", "\\=", literal=True)
-            .str.replace_all(" ", "\\ ", literal=True)
-            .str.replace_all("\n", "\\n", literal=True))
-
-
-def _escape_key(name: str) -> str:
-    for a, b in (("\\", "\\\\"), (",", "\\,"), ("=", "\\="), (" ", "\\ ")):
-        name = name.replace(a, b)
-    return name
-
-
 def _field_expr(name: str, dtype: pl.DataType) -> pl.Expr | None:
     col = pl.col(name)
-    key = _escape_key(name) + "="
+    key = escape_key(name) + "="
     if dtype.is_float():
         ok = col.is_not_null() & col.is_finite()
         return pl.when(ok).then(pl.lit(key) + col.cast(pl.Float64).cast(pl.Utf8))
@@ -69,8 +62,7 @@ def _field_expr(name: str, dtype: pl.DataType) -> pl.Expr | None:
         return pl.when(col.is_not_null()).then(
             pl.lit(key) + pl.when(col).then(pl.lit("true")).otherwise(pl.lit("false")))
     if dtype in (pl.Utf8, pl.Categorical):
-        s = (col.cast(pl.Utf8).str.replace_all("\\", "\\\\", literal=True)
-             .str.replace_all('"', '\\"', literal=True))
+        s = escape_string_expr(col.cast(pl.Utf8))
         return pl.when(col.is_not_null()).then(pl.lit(key + '"') + s + pl.lit('"'))
     return None
 
@@ -85,16 +77,16 @@ def to_lines(measurement: str, df: pl.DataFrame, extra_tags: dict[str, str] | No
     if df.height == 0:
         return []
     tags = [c for c in rw.tag_columns(measurement) if c in df.columns]
-    head: list[pl.Expr] = [pl.lit(_escape_key(measurement))]
+    head: list[pl.Expr] = [pl.lit(escape_measurement(measurement))]
     for t in sorted(set(tags) | set(extra_tags or {})):
         if t in (extra_tags or {}):
             v = (extra_tags or {})[t]
             if v:
-                head.append(pl.lit(f",{_escape_key(t)}={_escape_key(v)}"))
+                head.append(pl.lit(f",{escape_key(t)}=") + escape_key_expr(pl.lit(v)))
             continue
         v = pl.col(t).cast(pl.Utf8)
         head.append(pl.when(v.is_not_null() & (v != "")).then(
-            pl.lit(f",{_escape_key(t)}=") + _escape_tag(v)).otherwise(pl.lit("")))
+            pl.lit(f",{escape_key(t)}=") + escape_key_expr(v)).otherwise(pl.lit("")))
     fields = [e for c in rw.field_columns(measurement, df) if c not in (extra_tags or {})
               if (e := _field_expr(c, df.schema[c])) is not None]
     if not fields:

@@ -2,7 +2,7 @@
 
 Each row becomes one Telegraf-style JSON message, so the same decoders read it back:
 ``{"name": measurement, "tags": {...}, "fields": {...}, "timestamp": ns}`` (timestamps
-in ns). The key is the site, so a site's setpoints stay ordered. Delivery is
+in ns), built by the same envelope as :func:`~pueflow.connectors.wire.encode_json`. The key is the site, so a site's setpoints stay ordered. Delivery is
 at-least-once: a consumer of this topic treats (measurement, tags, timestamp) as the
 identity, as the time-series store does.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import polars as pl
 
 from pueflow.connectors.kafka import build_producer
+from pueflow.connectors.telegraf_json import envelope, jstr, member, members, quoted
 from pueflow.exceptions import SinkBackpressure
 from pueflow.schema import rows as rw
 
@@ -23,24 +23,24 @@ if TYPE_CHECKING:
 
 
 def to_messages(measurement: str, df: pl.DataFrame) -> list[tuple[bytes, bytes]]:
-    """(key, JSON payload) per row; null and non-finite fields are left out."""
+    """(key, JSON payload) per row in Telegraf's envelope (:func:`.telegraf_json.envelope`);
+    null and non-finite fields are left out, and so is a row with no field left."""
+    if df.height == 0:
+        return []
     tags = [c for c in rw.tag_columns(measurement) if c in df.columns]
-    fields = rw.field_columns(measurement, df)
-    t_ns = df[rw.TIME].cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").to_list()
-    tag_rows = df.select(tags).rows()
-    field_rows = df.select(fields).rows()
-    out = []
-    for t, tv, fv in zip(t_ns, tag_rows, field_rows, strict=True):
-        f = {k: v for k, v in zip(fields, fv, strict=True)
-             if v is not None and not (isinstance(v, float) and v != v)
-             and v not in (float("inf"), float("-inf"))}
-        if not f:
-            continue
-        tg = {k: v for k, v in zip(tags, tv, strict=True) if v not in (None, "")}
-        key = str(tg.get("site") or tg.get("scope") or "").encode()
-        out.append((key, orjson.dumps({"name": measurement, "tags": tg, "fields": f,
-                                       "timestamp": t})))
-    return out
+    parts = [e for c in rw.field_columns(measurement, df)
+             if (e := member(c, c, df.schema[c])) is not None]
+    fields = members(parts)
+    tag_parts = [pl.when(pl.col(t).cast(pl.String) != "").then(
+        pl.lit(jstr(t) + ":") + quoted(pl.col(t))) for t in tags]
+    ts = pl.col(rw.TIME).cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").cast(pl.String)
+    key = pl.coalesce([pl.when(pl.col(c).cast(pl.String) != "").then(pl.col(c).cast(pl.String))
+                       for c in ("site", "scope") if c in tags] + [pl.lit("")])
+    out = df.select(key.alias("k"), fields.alias("f"),
+                    envelope(pl.lit(jstr(measurement)), members(tag_parts), fields, ts).alias("v"))
+    out = out.filter(pl.col("f") != "")
+    return [(k.encode(), v.encode()) for k, v in zip(out["k"].to_list(), out["v"].to_list(),
+                                                      strict=True)]
 
 
 class KafkaSink:

@@ -138,7 +138,8 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
            time_from_ns: int | None = None, time_to_ns: int | None = None,
            progress: bool = True, run: str = "", dispatch: str | None = None,
            chunk_rows: int = 1_000_000, write: bool = True, as_streamed: bool = False,
-           memory_mb: float = 1024.0, spill_dir: str | Path | None = None) -> ReplayResult:
+           memory_mb: float = 1024.0, spill_dir: str | Path | None = None,
+           timestamp_unit: str | None = None) -> ReplayResult:
     """Replay telemetry files through the core into the configured sinks.
 
     Parameters
@@ -157,6 +158,9 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     memory_mb : float
         Budget [MiB] for the readings held while putting them in time order; past it they
         are spilled to Parquet under ``spill_dir`` (default: the temp folder), then removed.
+    timestamp_unit : str, optional
+        Unit of Telegraf JSON timestamps (default: ``cfg.kafka.timestamp_unit``, as in
+        consume mode, so a file and a topic of the same Telegraf output agree).
     """
     registry = Registry(cfg)
     dispatcher = None
@@ -170,7 +174,8 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     def decoded():
         for path in inputs:
             yield from iter_file(path, registry, chunk_rows=read_rows,
-                                 time_from_ns=time_from_ns, time_to_ns=time_to_ns)
+                                 time_from_ns=time_from_ns, time_to_ns=time_to_ns,
+                                 json_timestamp_unit=timestamp_unit or cfg.kafka.timestamp_unit)
 
     def chunks(src):
         return src if order is None else event_ordered(src, order)
