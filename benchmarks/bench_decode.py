@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.connectors.wire import decode_json, decode_line
 from pueflow.schema.registry import Registry
 

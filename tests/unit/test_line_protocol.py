@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.connectors.line_protocol import decode_line, parse_records
 from pueflow.connectors.wire_base import MAX_TIME_NS, MIN_TIME_NS
 from pueflow.schema.registry import Registry

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pueflow.config.models import load_config
+from pueflow.config.load import load_config
 from pueflow.connectors.files import iter_file
 from pueflow.connectors.telegraf_json import decode_json
 from pueflow.connectors.wire_base import unit_ns
