@@ -18,6 +18,7 @@ import numpy as np
 
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
+from pueflow.optimizers.battery import soc_step
 from pueflow.optimizers.horizon import DispatchState
 from pueflow.optimizers.safety import Setpoints, clip_setpoints
 from pueflow.optimizers.tariff import Signals
@@ -113,9 +114,8 @@ class ClosedLoop:
             b = float(sp.battery_kw)
             if b > 0:
                 b = min(b, max(m.import_limit_kw - (facility - ren), 0.0))
-            keep = 1.0 - bat.self_discharge_per_h * dt
-            e = st.soc_kwh * keep + (bat.eta_charge * dt * b if b >= 0 else dt * b / bat.eta_discharge)
-            st.soc_kwh = float(e)
+            st.soc_kwh = float(soc_step(st.soc_kwh, b, dt, bat.eta_charge, bat.eta_discharge,
+                                        bat.self_discharge_per_h))
             self.wear_kwh += abs(b) * dt
         g = facility + b - ren
         imp = max(g, 0.0)

@@ -28,6 +28,7 @@ import polars as pl
 from pueflow.config import parse_duration_ns
 from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.assets import SiteModel, site_model
+from pueflow.optimizers.battery import soc_step
 from pueflow.optimizers.forecast import Forecast, Forecaster, Recent, forecaster_for
 from pueflow.optimizers.horizon import DispatchState, Problem, job_occurrence, make_problem
 from pueflow.optimizers.plan import Plan
@@ -276,9 +277,8 @@ class Dispatcher:
         dt = m.step_h
         b = m.battery
         if b is not None:
-            keep = 1.0 - b.self_discharge_per_h * dt
-            x = pub.battery_kw
-            st.soc_kwh = st.soc_kwh * keep + (b.eta_charge * dt * x if x >= 0 else dt * x / b.eta_discharge)
+            st.soc_kwh = float(soc_step(st.soc_kwh, pub.battery_kw, dt, b.eta_charge, b.eta_discharge,
+                                        b.self_discharge_per_h))
         for j, job in enumerate(m.jobs):
             occ = int(p.job_occ[j, k])
             if occ < 0:

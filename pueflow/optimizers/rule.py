@@ -24,6 +24,7 @@ import numpy as np
 
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
+from pueflow.optimizers.battery import power_window, soc_step
 from pueflow.optimizers.horizon import Problem
 from pueflow.optimizers.plan import Plan
 from pueflow.pipeline.jit import njit
@@ -101,19 +102,14 @@ def _rule(dt, ren, firm, price, imp_lim, exp_lim, cool_per_kw, aux_frac, aux_kw,
         net = (firm[t] + flex) * fac + aux_kw - ren[t]
         b = 0.0
         if bat[0] > 0.0:
-            keep = 1.0 - bat[8] * dt[t]
-            room = max((e_hi - e * keep) / (bat[6] * dt[t]), 0.0)
-            avail = max((e * keep - e_lo) * bat[7] / dt[t], 0.0)
+            lo, hi = power_window(e, dt[t], e_lo, e_hi, bat[6], bat[7], bat[8], bat[4], bat[5])
             if net < 0.0:
-                b = min(-net, bat[4], room)
+                b = min(-net, hi)
             elif cheap[t]:
-                b = max(min(bat[4], room, imp_lim[t] - net), 0.0)
+                b = max(min(hi, imp_lim[t] - net), 0.0)
             elif peak[t]:
-                b = -min(bat[5], avail, net)
-            if b >= 0.0:
-                e = e * keep + bat[6] * dt[t] * b
-            else:
-                e = e * keep + dt[t] * b / bat[7]
+                b = max(lo, -net)
+            e = soc_step(e, b, dt[t], bat[6], bat[7], bat[8])
             e_lo = min(bat[9], max(e_lo, e))
             e_hi = max(bat[10], min(e_hi, e))
         batt_kw[t] = b

@@ -15,6 +15,7 @@ import numpy as np
 
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
+from pueflow.optimizers.battery import power_window
 
 #: Clipping by less than this is numerical noise from the solver, not an event.
 TOLERANCE = 1e-6
@@ -71,12 +72,10 @@ def clip_setpoints(model: SiteModel, sp: Setpoints, *, soc_kwh: float, dt_h: flo
     b = model.battery
     bat = 0.0
     if b is not None and dt_h > 0:
-        keep = 1.0 - b.self_discharge_per_h * dt_h
-        e_max = max(b.e_max_kwh, soc_kwh * keep)
-        e_min = min(b.e_min_kwh, soc_kwh * keep)
-        room = max((e_max - soc_kwh * keep) / (b.eta_charge * dt_h), 0.0)
-        avail = max((soc_kwh * keep - e_min) * b.eta_discharge / dt_h, 0.0)
-        hi, lo = min(b.charge_kw, room), -min(b.discharge_kw, avail)
+        # a SoC outside the band may stay where it is, never drift further out
+        e = soc_kwh * (1.0 - b.self_discharge_per_h * dt_h)
+        lo, hi = power_window(soc_kwh, dt_h, min(b.e_min_kwh, e), max(b.e_max_kwh, e), b.eta_charge,
+                              b.eta_discharge, b.self_discharge_per_h, b.charge_kw, b.discharge_kw)
         bat = _clip(sp.battery_kw, lo, hi)
         note("battery", "battery_kw", sp.battery_kw, bat,
              f"battery limits [{lo:.1f}, {hi:.1f}] kW at SoC {soc_kwh:.0f} kWh")
