@@ -26,7 +26,7 @@ from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.battery import power_window, soc_step
 from pueflow.optimizers.horizon import Problem
-from pueflow.optimizers.plan import Plan
+from pueflow.optimizers.plan import Plan, step_costs
 from pueflow.pipeline.jit import njit
 
 #: A job must run when the work left exceeds this share of what full power can still do.
@@ -207,24 +207,31 @@ def rule_plan(model: SiteModel, p: Problem, reason: str = "rule policy") -> Plan
                 short = max(p.job_req_h[j, t] - cum, 0.0)
                 unmet[j] += short
                 due[j] += short if p.job_deadline[j, t] else 0.0
-    cost, peak_kw = plan_cost(model, p, imp, exp, out["batt_kw"], unmet)
+    curt = np.maximum(p.pv_kw + p.wind_kw - ren, 0.0)
+    steps = step_costs(model, p, imp, exp, curt, out["batt_kw"])
+    cost, peak_kw = plan_cost(model, p, steps, imp, unmet)
     return Plan("rule", "rule", reason, p.time_ns, p.dt_h, imp, exp, p.pv_kw * share, p.wind_kw * share,
                 out["batt_kw"], out["soc"], flex, rate, supply, cool, peak_kw, cost, unmet, due,
-                time.perf_counter() - t0, list(p.notes))
+                time.perf_counter() - t0, curt, steps, list(p.notes))
 
 
-def plan_cost(model: SiteModel, p: Problem, imp, exp, batt_kw, unmet_h) -> tuple[float, float]:
-    """Cost of a plan as the LP would count it (without the terminal penalty) and its peak."""
+def plan_cost(model: SiteModel, p: Problem, step_cost: np.ndarray, imp_kw: np.ndarray,
+              unmet_h: np.ndarray) -> tuple[float, float]:
+    """Cost of a plan as the LP would count it (without the terminal penalty) and its billed peak.
+
+    Parameters
+    ----------
+    step_cost : (N,) [currency], from :func:`~pueflow.optimizers.plan.step_costs`
+    imp_kw : (N,) grid import [kW]
+    unmet_h : (J,) work left undone [full-power h]
+    """
     sig, dt = p.sig, p.dt_h
     spec = model.spec
-    grid = sig.price_per_kwh + spec.carbon.price_per_t * sig.carbon_kg_per_kwh / 1e3
-    cost = float(np.sum(dt * (grid * imp - sig.export_per_kwh * exp)))
-    if model.battery is not None:
-        cost += float(np.sum(dt * np.abs(batt_kw))) * model.battery.wear_per_kwh
+    cost = float(np.sum(step_cost))
     cost += float(sum(u * j.penalty_per_h for u, j in zip(unmet_h, model.jobs, strict=True)))
     peak = p.peak0_kw
     if spec.tariff.demand_charge_per_kw > 0 and p.n:
-        charged = np.where(sig.demand_mask & (dt > 0), imp, 0.0)
+        charged = np.where(sig.demand_mask & (dt > 0), imp_kw, 0.0)
         peak = max(p.peak0_kw, float(charged.max()))
         cost += spec.tariff.demand_charge_per_kw * (peak - p.peak0_kw)
     return cost, peak
