@@ -2,7 +2,8 @@
 
 :class:`ClosedLoop` takes one step's published setpoints (after safety clipping) and the
 true renewables, firm IT load and ambient of that step, and moves its state: the battery
-follows its setpoint within what the SoC allows, jobs draw their cap while their window is
+follows its setpoint within what the SoC allows, the published curtailment is taken from
+any renewable surplus before the rest is exported, jobs draw their cap while their window is
 open and progress along their throughput curve, cooling draws what the plant model says at
 the true heat and ambient (``cooling="physics"``) or what the LP's planes say
 (``cooling="planes"``, which makes the plant the LP's own model: used to check that a
@@ -121,7 +122,10 @@ class ClosedLoop:
         imp = max(g, 0.0)
         if imp > m.import_limit_kw + 1e-6:
             self.grid_violations += 1
-        exp = min(max(-g, 0.0), m.export_limit_kw)
+        # the published curtailment is taken from the surplus (never turned into import), the
+        # rest is exported up to the limit, and what is left beyond it is curtailed too
+        curt = min(sp.curtail_kw, max(-g, 0.0))
+        exp = min(max(-g, 0.0) - curt, m.export_limit_kw)
         curt = max(-g, 0.0) - exp
         sig = self.sig
         dr_limit = min(sig.import_limit_kw[t], m.import_limit_kw)

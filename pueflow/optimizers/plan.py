@@ -9,6 +9,7 @@ import numpy as np
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.horizon import Problem
 from pueflow.optimizers.lp import MW, SUPPLY_TIEBREAK, SiteLP
+from pueflow.optimizers.safety import Setpoints
 from pueflow.optimizers.solve import LPResult
 
 
@@ -117,3 +118,10 @@ def from_lp(lp: SiteLP, p: Problem, res: LPResult) -> Plan:
     objective = res.objective - SUPPLY_TIEBREAK * float((supply * p.dt_h).sum())
     return Plan("lp", res.status, "", p.time_ns, p.dt_h, imp, exp, kw("pv"), kw("wind"), bkw, soc, job_kw,
                 job_rate, supply, cool, peak, objective, unmet, due, res.solve_s, curt, cost, list(p.notes))
+
+
+def setpoints_at(plan: Plan, k: int) -> Setpoints:
+    """Step ``k`` of ``plan`` as the setpoints to publish (before safety clipping)."""
+    curt = float(plan.curtail_kw[k]) if len(plan.curtail_kw) else 0.0
+    return Setpoints(float(plan.battery_kw[k]), float(plan.grid_import_kw[k]), plan.job_kw[:, k].copy(),
+                     plan.supply_c[:, k].copy(), float(plan.grid_export_kw[k]), curt)

@@ -24,12 +24,14 @@ TOLERANCE = 1e-6
 @dataclass
 class Setpoints:
     """One step's setpoints: battery [kW, + charge], grid import [kW], job caps [kW] (J,),
-    supply temperatures [°C] (C,)."""
+    supply temperatures [°C] (C,), grid export [kW] and renewable curtailment [kW]."""
 
     battery_kw: float
     grid_import_kw: float
     job_kw: np.ndarray
     supply_c: np.ndarray
+    grid_export_kw: float = 0.0
+    curtail_kw: float = 0.0
 
     @property
     def flex_it_cap_kw(self) -> float:
@@ -83,6 +85,10 @@ def clip_setpoints(model: SiteModel, sp: Setpoints, *, soc_kwh: float, dt_h: flo
         note("battery", "battery_kw", sp.battery_kw, 0.0, "no battery")
     grid = _clip(sp.grid_import_kw, 0.0, model.import_limit_kw)
     note("grid", "grid_import_kw", sp.grid_import_kw, grid, f"import limit {model.import_limit_kw:.0f} kW")
+    export = _clip(sp.grid_export_kw, 0.0, model.export_limit_kw)
+    note("grid", "grid_export_kw", sp.grid_export_kw, export, f"export limit {model.export_limit_kw:.0f} kW")
+    curtail = _clip(sp.curtail_kw, 0.0, np.inf)
+    note("renewables", "curtail_kw", sp.curtail_kw, curtail, "curtailment is not negative")
     jobs = np.zeros(len(model.jobs))
     for j, job in enumerate(model.jobs):
         lo, hi = (job.idle_kw, job.max_kw) if job_on[j] else (0.0, 0.0)
@@ -99,4 +105,4 @@ def clip_setpoints(model: SiteModel, sp: Setpoints, *, soc_kwh: float, dt_h: flo
         supply[c] = _clip(req, lp.supply_min_c, hi)
         why = f"band [{lp.supply_min_c:.1f}, {lp.supply_max_c:.1f}] °C, chip limit allows ≤ {chip:.1f} °C"
         note(f"cooling.{lp.name}", "cooling_supply_c", req, supply[c], why)
-    return Setpoints(bat, grid, jobs, supply), clips
+    return Setpoints(bat, grid, jobs, supply, export, curtail), clips
