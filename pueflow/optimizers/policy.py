@@ -89,26 +89,39 @@ class SiteDispatch:
 def _without_sinks(lp: SiteLP, p: Problem, res: LPResult, limit_s: float, backend: str) -> tuple[LPResult, str]:
     """Re-solve while the solution dumps energy into flows no plant can carry out (see ``sinks``).
 
-    Returns the last sink-free result (or the last one found with a note saying what is left).
+    Cooling is pinned to its plane at the coldest supply first (where consuming is real)
+    and, if that cannot be met or costs more, where the solution sat. Returns the last
+    sink-free result (or the last one found, with a note saying what is left).
     """
-    r = sinks.Restriction.none(lp.nc, lp.n)
     spent = res.solve_s
-    for _ in range(MAX_SINK_ROUNDS):
-        found = sinks.find_sinks(lp, p, res.x, r)
-        if _same(found, r):
+    best: LPResult | None = None
+    note = ""
+    for cold in (True, False):
+        r = sinks.Restriction.none(lp.nc, lp.n)
+        cur = res
+        for _ in range(MAX_SINK_ROUNDS):
+            found = sinks.find_sinks(lp, p, cur.x, r, cold=cold)
+            if _same(found, r):
+                break
+            r = found
+            a = lp.assemble(p)
+            sinks.apply(lp, p, a, r)
+            nxt = solve(lp, a, max(limit_s - spent, 1e-3), backend)
+            spent += nxt.solve_s
+            if not nxt.success:
+                note = f"the plan dumps energy the plant cannot absorb; re-solving without it: {nxt.status}"
+                cur = None
+                break
+            cur = nxt
+        if cur is None:
+            continue
+        if cur is res:
             return res, ""
-        r = found
-        a = lp.assemble(p)
-        sinks.apply(lp, p, a, r)
-        nxt = solve(lp, a, max(limit_s - spent, 1e-3), backend)
-        spent += nxt.solve_s
-        if not nxt.success:
-            return res, f"the plan dumps energy the plant cannot absorb; re-solving without it: {nxt.status}"
-        res = LPResult(nxt.status, nxt.message, nxt.x, nxt.objective, spent, res.iterations + nxt.iterations,
-                       nxt.backend)
-    if _same(sinks.find_sinks(lp, p, res.x, r), r):
-        return res, ""
-    return res, f"the plan still dumps energy after {MAX_SINK_ROUNDS} re-solves"
+        if _same(sinks.find_sinks(lp, p, cur.x, r, cold=cold), r) and (best is None or cur.objective < best.objective):
+            best = cur
+    if best is None:
+        return res, note or f"the plan still dumps energy after {MAX_SINK_ROUNDS} re-solves"
+    return LPResult(best.status, best.message, best.x, best.objective, spent, best.iterations, best.backend), ""
 
 
 def _same(a: sinks.Restriction, b: sinks.Restriction) -> bool:

@@ -75,8 +75,14 @@ def plane_values(p: Problem, c: int, heat_kw: np.ndarray, supply_c: np.ndarray) 
     return p.plane_a[c] * heat_kw[:, None] + p.plane_g[c] * supply_c[:, None] + p.plane_h[c]
 
 
-def find_sinks(lp: SiteLP, p: Problem, x: np.ndarray, prev: Restriction | None = None) -> Restriction:
-    """Steps of solution ``x`` that dump energy, added to ``prev`` (a new object is returned)."""
+def find_sinks(lp: SiteLP, p: Problem, x: np.ndarray, prev: Restriction | None = None,
+               cold: bool = False) -> Restriction:
+    """Steps of solution ``x`` that dump energy, added to ``prev`` (a new object is returned).
+
+    Cooling that overshoots its model is pinned to the plane carrying it where the solution
+    sits, or with ``cold`` to the plane carrying it at the coldest supply the ramp can reach (where the
+    plant really consumes the most, which is what a plan that wants to consume is after).
+    """
     n, nc = lp.n, lp.nc
     out = Restriction.none(nc, n) if prev is None else Restriction(
         prev.plane.copy(), prev.no_charge.copy(), prev.no_discharge.copy(), prev.no_import.copy(),
@@ -89,6 +95,9 @@ def find_sinks(lp: SiteLP, p: Problem, x: np.ndarray, prev: Restriction | None =
         vals = plane_values(p, c, heat[c], supply)
         model_kw = np.maximum(vals.max(axis=1), 0.0)
         over = live & (q > model_kw + TOL_KW) & (out.plane[c] == -1)
+        if cold:  # the coldest supply the ramp can reach from where the horizon starts
+            reach = p.t_prev[c] - lp.model.loops[c].ramp_c_per_h * np.cumsum(p.dt_h)
+            vals = plane_values(p, c, heat[c], np.maximum(p.t_lo[c], reach))
         k = np.where(vals.max(axis=1) > 0.0, vals.argmax(axis=1), ZERO)
         out.plane[c] = np.where(over, k, out.plane[c])
     if lp.has_battery:
