@@ -39,7 +39,10 @@ def _plane_cooling(p, heat, supply):
     return plant.planes_kw(heat, supply, p.plane_a[0], p.plane_g[0], p.plane_h[0])
 
 
-def _dp_best(p, price, base_kw, heat, t_prev, ramp, grid=np.arange(20.0, 45.01, 0.5)):
+GRID_C = np.arange(20.0, 45.01, 0.5)
+
+
+def _dp_best(p, price, base_kw, heat, t_prev, ramp, grid=GRID_C):
     """Cheapest supply trajectory on a coarse grid: cost = price x (base + plane cooling), ramp-limited."""
     n = len(price)
     best = np.where(np.abs(grid - t_prev) <= ramp + 1e-9, 0.0, np.inf)
