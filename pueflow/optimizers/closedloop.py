@@ -2,8 +2,8 @@
 
 :class:`ClosedLoop` takes one step's published setpoints (after safety clipping) and the
 true renewables, firm IT load and ambient of that step, and moves its state: the battery
-follows its setpoint within what the SoC allows, the published curtailment is taken from
-any renewable surplus before the rest is exported, jobs draw their cap while their window is
+follows its setpoint within what the SoC allows, renewables are curtailed as published (and
+beyond the export limit), jobs draw their cap while their window is
 open and progress along their throughput curve, cooling draws what the plant model says at
 the true heat and ambient (``cooling="physics"``) or what the LP's planes say
 (``cooling="planes"``, which makes the plant the LP's own model: used to check that a
@@ -107,6 +107,9 @@ class ClosedLoop:
             self.supply_c[c, t] = supply
         facility = it * (1.0 + m.aux_fraction) + m.aux_kw + cool
         ren = tr.pv_kw[t] + tr.wind_kw[t]
+        # the published curtailment is carried out (it pays to import instead where prices are
+        # negative); surplus beyond the export limit is curtailed too
+        cut = min(max(sp.curtail_kw, 0.0), ren)
         # battery within what the SoC allows (safety already clipped it); the site controller
         # also stops charging from pushing the import over the connection limit
         b = 0.0
@@ -114,19 +117,16 @@ class ClosedLoop:
             bat = m.battery
             b = float(sp.battery_kw)
             if b > 0:
-                b = min(b, max(m.import_limit_kw - (facility - ren), 0.0))
+                b = min(b, max(m.import_limit_kw - (facility - ren + cut), 0.0))
             st.soc_kwh = float(soc_step(st.soc_kwh, b, dt, bat.eta_charge, bat.eta_discharge,
                                         bat.self_discharge_per_h))
             self.wear_kwh += abs(b) * dt
-        g = facility + b - ren
+        g = facility + b - (ren - cut)
         imp = max(g, 0.0)
         if imp > m.import_limit_kw + 1e-6:
             self.grid_violations += 1
-        # the published curtailment is taken from the surplus (never turned into import), the
-        # rest is exported up to the limit, and what is left beyond it is curtailed too
-        curt = min(sp.curtail_kw, max(-g, 0.0))
-        exp = min(max(-g, 0.0) - curt, m.export_limit_kw)
-        curt = max(-g, 0.0) - exp
+        exp = min(max(-g, 0.0), m.export_limit_kw)
+        curt = cut + max(-g, 0.0) - exp
         sig = self.sig
         dr_limit = min(sig.import_limit_kw[t], m.import_limit_kw)
         self.dr_kwh += max(imp - dr_limit, 0.0) * dt
