@@ -89,11 +89,13 @@ def find_sinks(lp: SiteLP, p: Problem, x: np.ndarray, prev: Restriction | None =
         prev.no_export.copy())
     live = p.dt_h > 0
     heat = loop_heat_kw(lp, p, x)
+    excess = np.zeros(n)  # cooling beyond the model: energy that would not be drawn
     for c in range(nc):
         supply = lp.value(x, f"T{c}")
         q = lp.value(x, f"q{c}") / MW
         vals = plane_values(p, c, heat[c], supply)
         model_kw = np.maximum(vals.max(axis=1), 0.0)
+        excess += np.maximum(q - model_kw, 0.0)
         over = live & (q > model_kw + TOL_KW) & (out.plane[c] == -1)
         if cold:  # the coldest supply the ramp can reach from where the horizon starts
             reach = p.t_prev[c] - lp.model.loops[c].ramp_c_per_h * np.cumsum(p.dt_h)
@@ -108,8 +110,10 @@ def find_sinks(lp: SiteLP, p: Problem, x: np.ndarray, prev: Restriction | None =
     imp = (lp.value(x, "imp") + lp.value(x, "impx")) / MW
     exp = lp.value(x, "exp") / MW
     both = live & (np.minimum(imp, exp) > TOL_KW)
-    out.no_import |= both & (imp < exp)
-    out.no_export |= both & (imp >= exp)
+    # keep the direction the grid takes once the phantom cooling is gone
+    real = imp - exp - excess
+    out.no_import |= both & (real < 0.0)
+    out.no_export |= both & (real >= 0.0)
     return out
 
 
