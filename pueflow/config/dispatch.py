@@ -156,7 +156,9 @@ class BatterySpec(_Spec):
     initial_soc_pct: float = Field(50.0, ge=0, le=100)
     terminal_soc_pct: float = Field(50.0, ge=0, le=100)
     terminal_penalty_per_kwh: float | None = Field(
-        None, ge=0, description="shortfall below the terminal target; default the highest price")
+        None, ge=0, description="per kWh short of the terminal target at the horizon's end; default the "
+        "highest tariff price plus its carbon cost, so the target holds unless a price (a history's, a "
+        "demand-response penalty) makes missing it pay")
     wear_cost_per_kwh: float = Field(0.05, ge=0, description="per kWh charged or discharged")
 
     @model_validator(mode="after")

@@ -244,7 +244,8 @@ def site_model(site: Any, overrides: dict[str, Any] | None = None) -> SiteModel:
     loops = _loops(spec, cap)
     tariff = spec.tariff
     prices = [tariff.default_price_per_kwh, *(p.price_per_kwh for p in tariff.periods)]
-    max_price, min_price = max(prices), min(prices)
+    max_price = max(prices)
+    max_co2 = max(spec.carbon.intensity_kg_per_kwh or [site.grid_co2_kg_per_kwh])
     jobs = _jobs(spec, loops, max_price)
     fc = spec.forecast
     pv = fc.pv_kwp if fc.pv_kwp is not None else _plant_value(plant_desc, "pv.kwp") or 0.0
@@ -262,5 +263,5 @@ def site_model(site: Any, overrides: dict[str, Any] | None = None) -> SiteModel:
         import_limit_kw=spec.grid.import_limit_kw or 1.5 * cap,
         export_limit_kw=spec.grid.export_limit_kw, aux_fraction=spec.aux_fraction, aux_kw=spec.aux_kw,
         curtail_per_kwh=spec.curtailment_cost_per_kwh,
-        battery=_battery(spec, plant_desc, 0.5 * (min_price + max_price)),
+        battery=_battery(spec, plant_desc, max_price + spec.carbon.price_per_t * max_co2 / 1e3),
         jobs=jobs, loops=loops, pv_kwp=pv, wind_kw=wind, firm_it_kw=firm, spec=spec, dr_events=events)

@@ -27,18 +27,18 @@ import polars as pl
 from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.assets import SiteModel, site_model
 from pueflow.optimizers.closedloop import ClosedLoop, Truth
+from pueflow.optimizers.controller import plan_step
 from pueflow.optimizers.forecast import (
     DefaultForecaster,
     Forecast,
     Forecaster,
     FrameForecaster,
     Recent,
+    forecaster_for,
 )
-from pueflow.optimizers.horizon import DispatchState, job_occurrence, make_problem
-from pueflow.optimizers.plan import Plan
+from pueflow.optimizers.horizon import DispatchState, job_occurrence
+from pueflow.optimizers.plan import Plan, setpoints_at
 from pueflow.optimizers.policy import POLICIES, SiteDispatch
-from pueflow.optimizers.rule import rule_plan
-from pueflow.optimizers.safety import Setpoints
 from pueflow.optimizers.tariff import Calendar, Signals, calendar, signals
 
 REQUIRED = ("time", "pv_kw", "wind_kw", "it_kw", "ambient_c")
@@ -133,7 +133,7 @@ def engine_for(model: SiteModel) -> SiteDispatch:
 
 
 def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
-                 overrides: dict[str, Any] | None = None, *, forecaster: str | Forecaster = "default",
+                 overrides: dict[str, Any] | None = None, *, forecaster: str | Forecaster = "configured",
                  cooling: str = "physics", warmup_days: float = 0.0,
                  on_day: Callable[[int, BacktestResult], bool] | None = None,
                  keep_steps: bool = True, state: DispatchState | None = None) -> BacktestResult:
@@ -143,7 +143,10 @@ def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
     ----------
     site : config ``Site`` (with ``[sites.dispatch]``) or a :class:`SiteModel`
     overrides : dotted dispatch settings, e.g. ``{"redispatch": "1h", "battery.wear_cost_per_kwh": 0.1}``
-    forecaster : ``"default"``, ``"perfect"`` (the history itself) or any :class:`Forecaster`
+    forecaster : ``"configured"`` (the site's ``[sites.dispatch.forecast] path`` when set, falling
+        back to the default forecaster for steps the file does not cover; counted in
+        ``extra["forecast_fallback_steps"]``), ``"default"``, ``"perfect"`` (the history itself)
+        or any :class:`Forecaster`
     cooling : plant cooling model, ``"physics"`` or ``"planes"`` (the LP's own)
     warmup_days : leading history that only feeds the forecasters (not dispatched, not counted)
     on_day : called after each simulated day with the partial result; return True to stop
@@ -180,6 +183,7 @@ def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
     reasons: dict[str, int] = {}
     plan: Plan | None = None
     firm_fc = np.zeros(n)
+    fallback_steps = 0
     if policy == "oracle":
         truth_fc = Forecast(*(getattr(truth, f)[i0:] for f in ("pv_kw", "wind_kw", "it_kw", "ambient_c")))
         _, plan = eng.oracle(int(t[i0]), truth_fc, st, sig=sig.slice(i0, n), cal=cal_slice(i0, n + 1),
@@ -198,10 +202,10 @@ def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
             hist0 = max(0, i - int(model.spec.forecast.history_days * steps_per_day))
             recent = Recent(t[hist0:i], truth.pv_kw[hist0:i], truth.wind_kw[hist0:i], truth.it_kw[hist0:i],
                             truth.ambient_c[hist0:i], step, cal.hour[hist0:i])
-            f = fc.forecast(times[window], recent, cal.hour[window])
-            p = make_problem(model, int(times[i]), hn, f, st, sig=sig.slice(i, i + hn),
-                             cal=cal_slice(i, i + hn + 1), end_ns=end_ns)
-            plan = eng.solve_lp(p) if policy == "mpc" else rule_plan(model, p)
+            stp = plan_step(model, eng, fc, policy, int(times[i]), recent, st, hour=cal.hour[window],
+                            sig=sig.slice(i, i + hn), cal=cal_slice(i, i + hn + 1), end_ns=end_ns)
+            plan, p = stp.plan, stp.problem
+            fallback_steps += stp.fallback_steps
             solve_s.append(plan.solve_s)
             if policy == "mpc" and plan.source != "lp":
                 reasons[plan.reason] = reasons.get(plan.reason, 0) + 1
@@ -209,10 +213,7 @@ def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
             k0 = 0
             block = min(block, hn)
         for k in range(block):
-            kk = k0 + k
-            sp = Setpoints(float(plan.battery_kw[kk]), float(plan.grid_import_kw[kk]), plan.job_kw[:, kk].copy(),
-                           plan.supply_c[:, kk].copy())
-            loop.step(i + k, sp, float(firm_fc[i + k]))
+            loop.step(i + k, setpoints_at(plan, k0 + k), float(firm_fc[i + k]))
         i += block
         if on_day is not None and (i - i0) % steps_per_day == 0 and i < n:
             partial = _result(model, policy, loop, i0, i, False, solve_s, reasons, wall0, t, False)
@@ -220,6 +221,7 @@ def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
                 complete = False
                 break
     res = _result(model, policy, loop, i0, i, complete, solve_s, reasons, wall0, t, keep_steps)
+    res.extra["forecast_fallback_steps"] = fallback_steps
     if on_day is not None and complete:
         on_day(int(np.ceil((i - i0) / steps_per_day)), res)
     return res
@@ -238,13 +240,15 @@ def _frame_signals(h: pl.DataFrame, sig: Signals, n: int) -> Signals:
 
 
 def _forecaster(model: SiteModel, h: pl.DataFrame, forecaster: str | Forecaster) -> Forecaster:
+    if forecaster == "configured":
+        return forecaster_for(model)
     default = DefaultForecaster(model)
     if forecaster == "default":
         return default
     if forecaster == "perfect":
         return FrameForecaster(h, fallback=default)
     if isinstance(forecaster, str):
-        msg = f"forecaster {forecaster!r} is unknown; use 'default', 'perfect' or a Forecaster"
+        msg = f"forecaster {forecaster!r} is unknown; use 'configured', 'default', 'perfect' or a Forecaster"
         raise OptimizerError(msg)
     return forecaster
 

@@ -2,7 +2,8 @@
 
 :class:`ClosedLoop` takes one step's published setpoints (after safety clipping) and the
 true renewables, firm IT load and ambient of that step, and moves its state: the battery
-follows its setpoint within what the SoC allows, jobs draw their cap while their window is
+follows its setpoint within what the SoC allows, renewables are curtailed as published (and
+beyond the export limit), jobs draw their cap while their window is
 open and progress along their throughput curve, cooling draws what the plant model says at
 the true heat and ambient (``cooling="physics"``) or what the LP's planes say
 (``cooling="planes"``, which makes the plant the LP's own model: used to check that a
@@ -18,6 +19,7 @@ import numpy as np
 
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
+from pueflow.optimizers.battery import soc_step
 from pueflow.optimizers.horizon import DispatchState
 from pueflow.optimizers.safety import Setpoints, clip_setpoints
 from pueflow.optimizers.tariff import Signals
@@ -105,6 +107,9 @@ class ClosedLoop:
             self.supply_c[c, t] = supply
         facility = it * (1.0 + m.aux_fraction) + m.aux_kw + cool
         ren = tr.pv_kw[t] + tr.wind_kw[t]
+        # the published curtailment is carried out (it pays to import instead where prices are
+        # negative); surplus beyond the export limit is curtailed too
+        cut = min(max(sp.curtail_kw, 0.0), ren)
         # battery within what the SoC allows (safety already clipped it); the site controller
         # also stops charging from pushing the import over the connection limit
         b = 0.0
@@ -112,17 +117,16 @@ class ClosedLoop:
             bat = m.battery
             b = float(sp.battery_kw)
             if b > 0:
-                b = min(b, max(m.import_limit_kw - (facility - ren), 0.0))
-            keep = 1.0 - bat.self_discharge_per_h * dt
-            e = st.soc_kwh * keep + (bat.eta_charge * dt * b if b >= 0 else dt * b / bat.eta_discharge)
-            st.soc_kwh = float(e)
+                b = min(b, max(m.import_limit_kw - (facility - ren + cut), 0.0))
+            st.soc_kwh = float(soc_step(st.soc_kwh, b, dt, bat.eta_charge, bat.eta_discharge,
+                                        bat.self_discharge_per_h))
             self.wear_kwh += abs(b) * dt
-        g = facility + b - ren
+        g = facility + b - (ren - cut)
         imp = max(g, 0.0)
         if imp > m.import_limit_kw + 1e-6:
             self.grid_violations += 1
         exp = min(max(-g, 0.0), m.export_limit_kw)
-        curt = max(-g, 0.0) - exp
+        curt = cut + max(-g, 0.0) - exp
         sig = self.sig
         dr_limit = min(sig.import_limit_kw[t], m.import_limit_kw)
         self.dr_kwh += max(imp - dr_limit, 0.0) * dt

@@ -7,11 +7,15 @@ by the rows' event time only, never by the wall clock, so a replay publishes the
 setpoints however its input was cut into batches.
 
 Setpoint rows (``rows.TAGS["setpoint"]``): asset ``site`` carries ``battery_kw``,
-``grid_import_kw``, ``flex_it_cap_kw`` and ``plan_cost``; asset ``cooling.<loop>`` carries
-``cooling_supply_c``; asset ``job.<name>`` carries that job's ``flex_it_cap_kw``. Fields an
-asset does not have are null. Quality rows report clipped setpoints (``setpoint_clipped``)
-and every plan that is not the LP's own optimum over the measured state
-(``dispatch_fallback``: rule fallback, relaxed state, work that cannot meet its deadline).
+``grid_import_kw``, ``grid_export_kw``, ``curtail_kw``, ``flex_it_cap_kw``, ``step_cost`` (the
+step's own cost) and ``plan_cost`` (the whole horizon's planned cost, the same on every row
+of one plan); asset ``cooling.<loop>`` carries ``cooling_supply_c``; asset ``job.<name>``
+carries that job's ``flex_it_cap_kw``. Fields an asset does not have are null. Quality rows
+report clipped setpoints (``setpoint_clipped``) and every plan that is not the LP's own
+optimum over the measured state (``dispatch_fallback``: rule fallback, relaxed state, work
+that cannot meet its deadline, an input window too poorly covered to read and filled from
+the forecast (``filled_input``; its setpoints are clipped for the worst-case IT load),
+forecast steps a feed did not cover (``fallback_steps``)).
 
 Policy ``"oracle"`` needs the whole period: it only collects history from the rows and
 publishes everything when :meth:`finish` is called at the end of a replay.
@@ -27,17 +31,20 @@ import polars as pl
 
 from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.assets import SiteModel, site_model
+from pueflow.optimizers.battery import soc_step
+from pueflow.optimizers.controller import plan_step
 from pueflow.optimizers.forecast import Forecast, Forecaster, Recent, forecaster_for
-from pueflow.optimizers.horizon import DispatchState, Problem, job_occurrence, make_problem
-from pueflow.optimizers.plan import Plan
+from pueflow.optimizers.horizon import DispatchState, Problem, job_occurrence
+from pueflow.optimizers.inputs import read_windows
+from pueflow.optimizers.plan import Plan, setpoints_at
 from pueflow.optimizers.policy import POLICIES, SiteDispatch
-from pueflow.optimizers.rule import rule_plan
 from pueflow.optimizers.safety import Setpoints, clip_setpoints
 from pueflow.optimizers.tariff import calendar, signals
 from pueflow.schema import rows as rw
 from pueflow.units import parse_duration_ns
 
-SETPOINT_FIELDS = ("battery_kw", "grid_import_kw", "flex_it_cap_kw", "cooling_supply_c", "plan_cost")
+SETPOINT_FIELDS = ("battery_kw", "grid_import_kw", "grid_export_kw", "curtail_kw", "flex_it_cap_kw",
+                   "cooling_supply_c", "step_cost", "plan_cost")
 _QUALITY_SCHEMA = {"time": rw.TIME_DTYPE, "site": pl.Utf8, "kind": pl.Utf8, "device": pl.Utf8,
                    "point": pl.Utf8, "run": pl.Utf8, "count": pl.Int64, "value": pl.Float64,
                    "detail": pl.Utf8}
@@ -135,33 +142,39 @@ class Dispatcher:
             if not site.hist:
                 continue
             m = site.model
-            t, vals = self._series(site, min(site.hist), site.latest_end)
+            # the period ends with its last readable window: a lone sample at its end (a window
+            # with next to no coverage) adds no hour to plan
+            good = [k for k, v in site.hist.items() if not np.isfinite(v[7])]
+            end = max(good) + site.window_ns if good else site.latest_end
+            t, vals = self._series(site, min(site.hist), end)
             t0 = int(t[0])
             n = len(t)
-            truth = Forecast(*(np.nan_to_num(vals[k], nan=np.nanmean(vals[k]) if np.isfinite(vals[k]).any() else 0.0)
-                               for k in range(4)))
+            try:
+                fc = site.forecaster.forecast(t, Recent(t, vals[0], vals[1], vals[2], vals[3], m.step_ns))
+            except Exception as exc:  # noqa: BLE001 - a user's forecaster must not stop the stream
+                q.append(self._q(t0, sid, "dispatch_fallback", "forecast", "error", np.nan,
+                                 f"no plan could be prepared: {type(exc).__name__}: {exc}"))
+                continue
+            missing = ~np.isfinite(vals[2])
+            if missing.any():
+                q.append(self._q(t0, sid, "dispatch_fallback", "it", "filled_input", float(missing.sum()),
+                                 "steps without a readable IT window filled from the forecast"))
+            truth = Forecast(*(np.where(np.isfinite(vals[k]), vals[k], getattr(fc, f))
+                               for k, f in enumerate(("pv_kw", "wind_kw", "it_kw", "ambient_c"))))
             p, plan = site.engine.oracle(t0, truth, DispatchState.initial(m), end_ns=t0 + n * m.step_ns)
             self._publish(sid, site, plan, p, n, sp, q)
         return _frame(sp, _SETPOINT_SCHEMA), _frame(q, _QUALITY_SCHEMA)
 
     # ------------------------------------------------------------------ internals
     def _ingest(self, site: _Site, rows: pl.DataFrame) -> None:
-        hours = site.window_ns / 3.6e12
-        t = rows["time"].cast(pl.Int64).to_numpy()
-
-        def col(name: str, per_hour: bool = True) -> np.ndarray:
-            if name not in rows.columns:
-                return np.full(len(t), np.nan)
-            v = rows[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            return v / hours if per_hour else v
-
-        pv, wind, it = col("pv_kwh"), col("wind_kwh"), col("it_kwh")
-        grid, amb, soc = col("grid_import_kwh"), col("ambient_temp_c", False), col("battery_soc", False)
+        w = read_windows(rows, site.window_ns, site.model.it_capacity_kw)
+        t = w.time_ns
         sig = signals(site.model, t)
         for i, ti in enumerate(t.tolist()):
             # the import counts towards the billed peak only in demand-charged windows
-            site.hist[ti] = (pv[i], wind[i], it[i], amb[i], grid[i], soc[i],
-                             float(sig.bill_id[i]) if sig.demand_mask[i] else np.nan)
+            site.hist[ti] = (w.pv_kw[i], w.wind_kw[i], w.it_kw[i], w.ambient_c[i], w.grid_import_kw[i],
+                             w.soc_pct[i], float(sig.bill_id[i]) if sig.demand_mask[i] else np.nan,
+                             float(w.coverage[i]) if w.filled[i] else np.nan)
         site.latest_end = max(site.latest_end, int(t.max()) + site.window_ns)
         keep = site.latest_end - int((site.model.spec.forecast.history_days + 1) * 86400e9)
         if self.policy != "oracle" and len(site.hist) > 4 * 24 * 60:
@@ -216,18 +229,25 @@ class Dispatcher:
         t_hist, vals = self._series(site, max(start, min(site.hist)), t0)
         recent = Recent(t_hist, vals[0], vals[1], vals[2], vals[3], m.step_ns)
         self._update_state(site, t0)
-        times = t0 + m.step_ns * np.arange(n, dtype=np.int64)
         try:
-            fc = site.forecaster.forecast(times, recent)
-            p = make_problem(m, t0, n, fc, site.state)
+            stp = plan_step(m, site.engine, site.forecaster, self.policy, t0, recent, site.state)
         except Exception as exc:  # noqa: BLE001 - a user's forecaster must not stop the stream
             q.append(self._q(t0, sid, "dispatch_fallback", "forecast", "error", np.nan,
                              f"no plan could be prepared: {type(exc).__name__}: {exc}"))
             return
-        plan = site.engine.plan(p, self.policy) if self.policy == "mpc" else rule_plan(m, p)
-        self._publish(sid, site, plan, p, min(m.redispatch_steps, n), sp, q)
+        if stp.fallback_steps:
+            q.append(self._q(t0, sid, "dispatch_fallback", "forecast", "fallback_steps", stp.fallback_steps,
+                             "the forecast feed does not cover these steps; the default forecaster filled them"))
+        last = [k for k in site.hist if t0 - 2 * site.window_ns < k <= t0 - site.window_ns]
+        filled = bool(last) and np.isfinite(site.hist[max(last)][7])
+        if filled:
+            q.append(self._q(t0, sid, "dispatch_fallback", "it", "filled_input", site.hist[max(last)][7],
+                             "the last input window is not covered well enough to read (or not plausible); "
+                             "filled from the forecast, setpoints clipped for the worst-case IT load"))
+        self._publish(sid, site, stp.plan, stp.problem, min(m.redispatch_steps, n), sp, q, worst_case=filled)
 
-    def _publish(self, sid: str, site: _Site, plan: Plan, p: Problem, steps: int, sp: list, q: list) -> None:
+    def _publish(self, sid: str, site: _Site, plan: Plan, p: Problem, steps: int, sp: list, q: list,
+                 worst_case: bool = False) -> None:
         m, st = site.model, site.state
         t0 = p.t0_ns
         if plan.source != "lp" and self.policy == "mpc":
@@ -246,16 +266,20 @@ class Dispatcher:
                                  "is penalised, not enforced"))
         for k in range(steps):
             tk = t0 + k * m.step_ns
-            req = Setpoints(float(plan.battery_kw[k]), float(plan.grid_import_kw[k]),
-                            plan.job_kw[:, k].copy(), plan.supply_c[:, k].copy())
+            req = setpoints_at(plan, k)
+            firm = float(p.firm_kw[k])
+            if worst_case:  # the load is not known: as much firm IT as the capacity leaves the jobs
+                firm = max(firm, m.it_capacity_kw - float(np.clip(req.job_kw, 0.0, None).sum()))
             pub, clips = clip_setpoints(m, req, soc_kwh=st.soc_kwh, dt_h=m.step_h, job_on=p.job_on[:, k],
-                                        firm_kw=float(p.firm_kw[k]))
+                                        firm_kw=firm)
             for c in clips:
                 q.append(self._q(tk, sid, "setpoint_clipped", c.asset, c.point, c.requested,
                                  f"published {c.published:.3f}: {c.detail}"))
             row = {"time": tk, "site": sid, "asset": "site", "run": self.run,
                    "battery_kw": pub.battery_kw, "grid_import_kw": pub.grid_import_kw,
+                   "grid_export_kw": pub.grid_export_kw, "curtail_kw": pub.curtail_kw,
                    "flex_it_cap_kw": pub.flex_it_cap_kw, "cooling_supply_c": None,
+                   "step_cost": float(plan.step_cost[k]) if len(plan.step_cost) else None,
                    "plan_cost": float(plan.objective)}
             sp.append(row)
             for c, lp in enumerate(m.loops):
@@ -276,9 +300,8 @@ class Dispatcher:
         dt = m.step_h
         b = m.battery
         if b is not None:
-            keep = 1.0 - b.self_discharge_per_h * dt
-            x = pub.battery_kw
-            st.soc_kwh = st.soc_kwh * keep + (b.eta_charge * dt * x if x >= 0 else dt * x / b.eta_discharge)
+            st.soc_kwh = float(soc_step(st.soc_kwh, pub.battery_kw, dt, b.eta_charge, b.eta_discharge,
+                                        b.self_discharge_per_h))
         for j, job in enumerate(m.jobs):
             occ = int(p.job_occ[j, k])
             if occ < 0:

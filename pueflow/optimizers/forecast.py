@@ -194,12 +194,15 @@ class FrameForecaster:
 
     Columns: ``time`` (Datetime, UTC) and any of ``pv_kw``, ``wind_kw``, ``it_kw``,
     ``ambient_c``, ``price_per_kwh``, ``carbon_kg_per_kwh``. Steps or columns it lacks come
-    from ``fallback`` (price and carbon then come from the tariff). Feed newer forecasts
+    from ``fallback`` (price and carbon then come from the tariff), e.g. past the end of a
+    file; :attr:`last_fallback_steps` says how many steps of the last forecast did. Feed newer forecasts
     with :meth:`update` (e.g. from a topic consumer); later rows replace earlier ones.
     """
 
     def __init__(self, frame: pl.DataFrame, fallback: Forecaster | None = None) -> None:
         self.fallback = fallback
+        #: steps of the last forecast that the frame lacked a value for (filled by the fallback)
+        self.last_fallback_steps = 0
         self._t = np.zeros(0, np.int64)
         self._cols: dict[str, np.ndarray] = {}
         self.update(frame)
@@ -254,7 +257,8 @@ class FrameForecaster:
     def forecast(self, time_ns: np.ndarray, recent: Recent, hour: np.ndarray | None = None) -> Forecast:
         time_ns = np.asarray(time_ns, np.int64)
         vals = {c: self.lookup(c, time_ns) for c in FIELDS}
-        if any(np.isnan(v).any() for v in vals.values()):
+        self.last_fallback_steps = int(np.logical_or.reduce([np.isnan(v) for v in vals.values()]).sum())
+        if self.last_fallback_steps:
             if self.fallback is None:
                 missing = [c for c, v in vals.items() if np.isnan(v).any()]
                 msg = f"forecast frame lacks {missing} for some steps and has no fallback forecaster"

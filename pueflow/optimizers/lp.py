@@ -20,7 +20,8 @@ Per step ``t`` (length ``dt``; ``dt = 0`` marks a dead step past the horizon's e
   per window s met in the horizon Σ_{t∈s} dt Σ_k α_k x_{k,t} + u_s ≥ W_s − done (its work,
   or a pro-rated share where the horizon ends inside the window)
 * loop c: q ≥ a_k heat + g_k T + h_k; |T_t − T_{t−1}| ≤ r dt; T + ρ heat ≤ T_chip;
-  without a chiller T − (ITD/Q_d) heat ≥ T_amb − ΔT
+  without a chiller T − (ITD/Q_d) heat ≥ T_amb − ΔT; q ≤ a_k* heat + g_k* T + h_k* (free
+  rows until :mod:`pueflow.optimizers.sinks` pins cooling to its plane)
 * billed peak: P_s ≥ w_t (imp + imp_dr) for the steps t of billing period s, P_s ≥ P̂ for the
   period already under way
 
@@ -123,6 +124,7 @@ class SiteLP:
         for c, lp in enumerate(model.loops):
             row.add(f"pl{c}", self.k * n)
             row.add(f"tr{c}", n)
+            row.add(f"ub{c}", n)  # cooling <= one chosen plane; free unless a sink is found
             row.add(f"chip{c}", n)
             if not lp.chiller:
                 row.add(f"fc{c}", n)
@@ -204,6 +206,13 @@ class SiteLP:
                         put(pr, x + tt, 0.0, f"pl_x{c}_{j}_{k}")
             put(row[f"tr{c}"] + t, T + t, 1.0)
             put(row[f"tr{c}"] + t1, T + t1 - 1, -1.0)
+            ub = row[f"ub{c}"]
+            put(ub + t, q + t, 1.0)
+            put(ub + t, T + t, 0.0, f"ub_T{c}")
+            for j, job in enumerate(m.jobs):
+                if job.heat_share[c] > 0:
+                    for k, x in enumerate(self.segments(j)):
+                        put(ub + t, x + t, 0.0, f"ub_x{c}_{j}_{k}")
             ch = row[f"chip{c}"]
             put(ch + t, T + t, 1.0)
             for j, job in enumerate(m.jobs):

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from pueflow.optimizers import sinks
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.forecast import Forecast
 from pueflow.optimizers.horizon import DispatchState, Problem, make_problem
 from pueflow.optimizers.lp import SiteLP
 from pueflow.optimizers.plan import Plan, from_lp
 from pueflow.optimizers.rule import rule_plan
-from pueflow.optimizers.solve import solve
+from pueflow.optimizers.solve import LPResult, solve
 
 POLICIES = ("mpc", "rule", "oracle")
 #: The oracle solves one large LP; it gets at least this long.
 ORACLE_TIME_LIMIT_S = 120.0
+#: Re-solves that pin cooling to its plane model and close opposite flows (see ``sinks``).
+MAX_SINK_ROUNDS = 4
 
 
 class SiteDispatch:
@@ -58,7 +61,10 @@ class SiteDispatch:
                                     "chip limit and supply band against the load)",
                       }.get(res.status, f"LP {res.status}: {res.message}")
             return _fallback(self.model, p, res.status, reason)
+        res, note = _without_sinks(lp, p, res, limit, self.backend)
         plan = from_lp(lp, p, res)
+        if note:
+            plan.notes.append(("lp", float(p.n_live), note))
         if not np.all(np.isfinite(plan.battery_kw)):
             return _fallback(self.model, p, "error", "LP returned a non-finite solution")
         return plan
@@ -78,6 +84,48 @@ class SiteDispatch:
         state = state or DispatchState.initial(self.model)
         p = make_problem(self.model, t0_ns, n, truth, state, **kw)
         return p, self.solve_lp(p, time_limit_s=max(self.model.spec.time_limit_s, ORACLE_TIME_LIMIT_S))
+
+
+def _without_sinks(lp: SiteLP, p: Problem, res: LPResult, limit_s: float, backend: str) -> tuple[LPResult, str]:
+    """Re-solve while the solution dumps energy into flows no plant can carry out (see ``sinks``).
+
+    Cooling is pinned to its plane at the coldest supply first (where consuming is real)
+    and, if that cannot be met or costs more, where the solution sat. Returns the last
+    sink-free result (or the last one found, with a note saying what is left).
+    """
+    spent = res.solve_s
+    best: LPResult | None = None
+    note = ""
+    for cold in (True, False):
+        r = sinks.Restriction.none(lp.nc, lp.n)
+        cur = res
+        for _ in range(MAX_SINK_ROUNDS):
+            found = sinks.find_sinks(lp, p, cur.x, r, cold=cold)
+            if _same(found, r):
+                break
+            r = found
+            a = lp.assemble(p)
+            sinks.apply(lp, p, a, r)
+            nxt = solve(lp, a, max(limit_s - spent, 1e-3), backend)
+            spent += nxt.solve_s
+            if not nxt.success:
+                note = f"the plan dumps energy the plant cannot absorb; re-solving without it: {nxt.status}"
+                cur = None
+                break
+            cur = nxt
+        if cur is None:
+            continue
+        if cur is res:
+            return res, ""
+        if _same(sinks.find_sinks(lp, p, cur.x, r, cold=cold), r) and (best is None or cur.objective < best.objective):
+            best = cur
+    if best is None:
+        return res, note or f"the plan still dumps energy after {MAX_SINK_ROUNDS} re-solves"
+    return LPResult(best.status, best.message, best.x, best.objective, spent, best.iterations, best.backend), ""
+
+
+def _same(a: sinks.Restriction, b: sinks.Restriction) -> bool:
+    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
 
 
 def _fallback(model: SiteModel, p: Problem, status: str, reason: str) -> Plan:

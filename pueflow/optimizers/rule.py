@@ -25,8 +25,9 @@ import numpy as np
 from pueflow.jit import njit
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
+from pueflow.optimizers.battery import power_window, soc_step
 from pueflow.optimizers.horizon import Problem
-from pueflow.optimizers.plan import Plan
+from pueflow.optimizers.plan import Plan, step_costs
 
 #: A job must run when the work left exceeds this share of what full power can still do.
 MUST_RUN_MARGIN = 0.9
@@ -101,19 +102,14 @@ def _rule(dt, ren, firm, price, imp_lim, exp_lim, cool_per_kw, aux_frac, aux_kw,
         net = (firm[t] + flex) * fac + aux_kw - ren[t]
         b = 0.0
         if bat[0] > 0.0:
-            keep = 1.0 - bat[8] * dt[t]
-            room = max((e_hi - e * keep) / (bat[6] * dt[t]), 0.0)
-            avail = max((e * keep - e_lo) * bat[7] / dt[t], 0.0)
+            lo, hi = power_window(e, dt[t], e_lo, e_hi, bat[6], bat[7], bat[8], bat[4], bat[5])
             if net < 0.0:
-                b = min(-net, bat[4], room)
+                b = min(-net, hi)
             elif cheap[t]:
-                b = max(min(bat[4], room, imp_lim[t] - net), 0.0)
+                b = max(min(hi, imp_lim[t] - net), 0.0)
             elif peak[t]:
-                b = -min(bat[5], avail, net)
-            if b >= 0.0:
-                e = e * keep + bat[6] * dt[t] * b
-            else:
-                e = e * keep + dt[t] * b / bat[7]
+                b = max(lo, -net)
+            e = soc_step(e, b, dt[t], bat[6], bat[7], bat[8])
             e_lo = min(bat[9], max(e_lo, e))
             e_hi = max(bat[10], min(e_hi, e))
         batt_kw[t] = b
@@ -211,24 +207,31 @@ def rule_plan(model: SiteModel, p: Problem, reason: str = "rule policy") -> Plan
                 short = max(p.job_req_h[j, t] - cum, 0.0)
                 unmet[j] += short
                 due[j] += short if p.job_deadline[j, t] else 0.0
-    cost, peak_kw = plan_cost(model, p, imp, exp, out["batt_kw"], unmet)
+    curt = np.maximum(p.pv_kw + p.wind_kw - ren, 0.0)
+    steps = step_costs(model, p, imp, exp, curt, out["batt_kw"])
+    cost, peak_kw = plan_cost(model, p, steps, imp, unmet)
     return Plan("rule", "rule", reason, p.time_ns, p.dt_h, imp, exp, p.pv_kw * share, p.wind_kw * share,
                 out["batt_kw"], out["soc"], flex, rate, supply, cool, peak_kw, cost, unmet, due,
-                time.perf_counter() - t0, list(p.notes))
+                time.perf_counter() - t0, curt, steps, list(p.notes))
 
 
-def plan_cost(model: SiteModel, p: Problem, imp, exp, batt_kw, unmet_h) -> tuple[float, float]:
-    """Cost of a plan as the LP would count it (without the terminal penalty) and its peak."""
+def plan_cost(model: SiteModel, p: Problem, step_cost: np.ndarray, imp_kw: np.ndarray,
+              unmet_h: np.ndarray) -> tuple[float, float]:
+    """Cost of a plan as the LP would count it (without the terminal penalty) and its billed peak.
+
+    Parameters
+    ----------
+    step_cost : (N,) [currency], from :func:`~pueflow.optimizers.plan.step_costs`
+    imp_kw : (N,) grid import [kW]
+    unmet_h : (J,) work left undone [full-power h]
+    """
     sig, dt = p.sig, p.dt_h
     spec = model.spec
-    grid = sig.price_per_kwh + spec.carbon.price_per_t * sig.carbon_kg_per_kwh / 1e3
-    cost = float(np.sum(dt * (grid * imp - sig.export_per_kwh * exp)))
-    if model.battery is not None:
-        cost += float(np.sum(dt * np.abs(batt_kw))) * model.battery.wear_per_kwh
+    cost = float(np.sum(step_cost))
     cost += float(sum(u * j.penalty_per_h for u, j in zip(unmet_h, model.jobs, strict=True)))
     peak = p.peak0_kw
     if spec.tariff.demand_charge_per_kw > 0 and p.n:
-        charged = np.where(sig.demand_mask & (dt > 0), imp, 0.0)
+        charged = np.where(sig.demand_mask & (dt > 0), imp_kw, 0.0)
         peak = max(p.peak0_kw, float(charged.max()))
         cost += spec.tariff.demand_charge_per_kw * (peak - p.peak0_kw)
     return cost, peak

@@ -15,6 +15,7 @@ import numpy as np
 
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
+from pueflow.optimizers.battery import power_window
 
 #: Clipping by less than this is numerical noise from the solver, not an event.
 TOLERANCE = 1e-6
@@ -23,12 +24,14 @@ TOLERANCE = 1e-6
 @dataclass
 class Setpoints:
     """One step's setpoints: battery [kW, + charge], grid import [kW], job caps [kW] (J,),
-    supply temperatures [°C] (C,)."""
+    supply temperatures [°C] (C,), grid export [kW] and renewable curtailment [kW]."""
 
     battery_kw: float
     grid_import_kw: float
     job_kw: np.ndarray
     supply_c: np.ndarray
+    grid_export_kw: float = 0.0
+    curtail_kw: float = 0.0
 
     @property
     def flex_it_cap_kw(self) -> float:
@@ -71,12 +74,10 @@ def clip_setpoints(model: SiteModel, sp: Setpoints, *, soc_kwh: float, dt_h: flo
     b = model.battery
     bat = 0.0
     if b is not None and dt_h > 0:
-        keep = 1.0 - b.self_discharge_per_h * dt_h
-        e_max = max(b.e_max_kwh, soc_kwh * keep)
-        e_min = min(b.e_min_kwh, soc_kwh * keep)
-        room = max((e_max - soc_kwh * keep) / (b.eta_charge * dt_h), 0.0)
-        avail = max((soc_kwh * keep - e_min) * b.eta_discharge / dt_h, 0.0)
-        hi, lo = min(b.charge_kw, room), -min(b.discharge_kw, avail)
+        # a SoC outside the band may stay where it is, never drift further out
+        e = soc_kwh * (1.0 - b.self_discharge_per_h * dt_h)
+        lo, hi = power_window(soc_kwh, dt_h, min(b.e_min_kwh, e), max(b.e_max_kwh, e), b.eta_charge,
+                              b.eta_discharge, b.self_discharge_per_h, b.charge_kw, b.discharge_kw)
         bat = _clip(sp.battery_kw, lo, hi)
         note("battery", "battery_kw", sp.battery_kw, bat,
              f"battery limits [{lo:.1f}, {hi:.1f}] kW at SoC {soc_kwh:.0f} kWh")
@@ -84,6 +85,10 @@ def clip_setpoints(model: SiteModel, sp: Setpoints, *, soc_kwh: float, dt_h: flo
         note("battery", "battery_kw", sp.battery_kw, 0.0, "no battery")
     grid = _clip(sp.grid_import_kw, 0.0, model.import_limit_kw)
     note("grid", "grid_import_kw", sp.grid_import_kw, grid, f"import limit {model.import_limit_kw:.0f} kW")
+    export = _clip(sp.grid_export_kw, 0.0, model.export_limit_kw)
+    note("grid", "grid_export_kw", sp.grid_export_kw, export, f"export limit {model.export_limit_kw:.0f} kW")
+    curtail = _clip(sp.curtail_kw, 0.0, np.inf)
+    note("renewables", "curtail_kw", sp.curtail_kw, curtail, "curtailment is not negative")
     jobs = np.zeros(len(model.jobs))
     for j, job in enumerate(model.jobs):
         lo, hi = (job.idle_kw, job.max_kw) if job_on[j] else (0.0, 0.0)
@@ -100,4 +105,4 @@ def clip_setpoints(model: SiteModel, sp: Setpoints, *, soc_kwh: float, dt_h: flo
         supply[c] = _clip(req, lp.supply_min_c, hi)
         why = f"band [{lp.supply_min_c:.1f}, {lp.supply_max_c:.1f}] °C, chip limit allows ≤ {chip:.1f} °C"
         note(f"cooling.{lp.name}", "cooling_supply_c", req, supply[c], why)
-    return Setpoints(bat, grid, jobs, supply), clips
+    return Setpoints(bat, grid, jobs, supply, export, curtail), clips

@@ -60,8 +60,11 @@ def flat_forecast(n: int, *, it_kw: float | np.ndarray = 100.0, pv_kw: float | n
 
 
 def kpi_rows(history: pl.DataFrame, site_id: str, window: str = "15m", run: str = "",
-             soc_pct: float | None = None) -> pl.DataFrame:
-    """KPI rows for ``history`` (one row per step, window = the step) as the core emits them."""
+             soc_pct: float | None = None, coverage: float | np.ndarray = 1.0) -> pl.DataFrame:
+    """KPI rows for ``history`` (one row per step, window = the step) as the core emits them.
+
+    ``coverage`` [share of the window, 0..1] is written as the rows' ``coverage``.
+    """
     hours = {"1m": 1 / 60, "5m": 1 / 12, "15m": 0.25, "1h": 1.0}[window]
     n = history.height
     return history.select(
@@ -72,4 +75,5 @@ def kpi_rows(history: pl.DataFrame, site_id: str, window: str = "15m", run: str 
         (pl.col("it_kw") * hours).alias("it_kwh"), pl.col("ambient_c").alias("ambient_temp_c"),
         pl.Series("battery_soc", [soc_pct] * n, dtype=pl.Float64),
         pl.Series("grid_import_kwh", [None] * n, dtype=pl.Float64),
+        pl.Series("coverage", np.broadcast_to(np.asarray(coverage, np.float64), (n,)).copy()),
     )

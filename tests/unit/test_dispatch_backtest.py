@@ -120,3 +120,74 @@ def test_history_prices_override_the_tariff(hall):
     assert res.co2_kg == 0.0
     assert res.demand_cost > 0
     assert np.isfinite(res.objective)
+
+
+# --------------------------------------------------------------------------- honest plans on a small site
+
+def _small_site(**extra):
+    from pueflow.optimizers.testing import tiny_site
+
+    base = {"step": "1h", "horizon": "12h", "redispatch": "1h", "curtailment_cost_per_kwh": 0.05,
+            "grid": {"import_limit_kw": 1500.0, "export_limit_kw": 100.0},
+            "battery": {"energy_kwh": 400.0, "charge_kw": 100.0, "discharge_kw": 100.0, "wear_cost_per_kwh": 0.01},
+            "cooling": [{"name": "liquid"}], "forecast": {"pv_kwp": 1000.0, "wind_kw": 0.0, "firm_it_kw": 300.0}}
+    base.update(extra)
+    return tiny_site(it_capacity_kw=500.0, **base)
+
+
+def _negative_history(days=2):
+    n = 24 * days
+    t = int(START.timestamp()) * 10**9 + 3600 * 10**9 * np.arange(n)
+    hour = np.arange(n) % 24
+    pv = np.clip(900.0 * np.sin(np.pi * (hour - 6) / 12), 0.0, None)  # above load + export cap at noon
+    price = np.where((hour >= 11) & (hour < 14), -0.1, 0.2)  # three negative hours a day
+    return pl.DataFrame({"time": t, "pv_kw": pv, "wind_kw": 0.0, "it_kw": 300.0, "ambient_c": 25.0,
+                         "price_per_kwh": price}).with_columns(pl.col("time").cast(pl.Datetime("ns", "UTC")))
+
+
+def test_oracle_bounds_every_policy_with_negative_prices_and_pv_above_the_export_cap():
+    """The issue's case: the oracle used to plan fictitious cooling and came out above the MPC."""
+    site = _small_site()
+    h = _negative_history()
+    res = compare(site, h, ("mpc", "rule", "oracle"), cooling="planes", forecaster="perfect")
+    assert res["oracle"].objective <= res["mpc"].objective + 1e-6
+    assert res["oracle"].objective <= res["rule"].objective + 1e-6
+    assert res["oracle"].steps["grid_import_kw"].max() < 500.0  # load + real cooling + battery, never 1,500
+
+
+def test_the_oracle_plan_is_what_the_plant_realises():
+    """Perfect foresight on the LP's own plant: published export and curtailment make the realised
+    cost the planned one (it was 1,744 against a plan of 1,720)."""
+    from pueflow.optimizers.backtest import engine_for
+    from pueflow.optimizers.forecast import Forecast
+
+    site = _small_site()
+    h = _negative_history(1)
+    m = site_model(site)
+    real = run_backtest(site, h, "oracle", cooling="planes")
+    eng = engine_for(m)
+    truth = Forecast(*(h[c].to_numpy() for c in ("pv_kw", "wind_kw", "it_kw", "ambient_c")),
+                     price_per_kwh=h["price_per_kwh"].to_numpy())
+    t0 = int(START.timestamp()) * 10**9
+    _, plan = eng.oracle(t0, truth, end_ns=t0 + 24 * 3600 * 10**9)
+    assert real.objective == pytest.approx(plan.objective, abs=0.02)
+    assert real.curtailed_kwh == pytest.approx(float(plan.curtail_kw.sum()), abs=0.1)
+
+
+def test_the_configured_forecast_file_is_used_and_its_end_falls_back(tmp_path):
+    """A file covering half the period: the run goes on past its end and counts the steps it filled."""
+    h = _negative_history(2).drop("price_per_kwh")
+    path = tmp_path / "fc.parquet"
+    h.head(24).write_parquet(path)
+    site = _small_site(forecast={"pv_kwp": 1000.0, "wind_kw": 0.0, "firm_it_kw": 300.0, "path": str(path)})
+    res = run_backtest(site, h, "mpc")
+    assert res.complete
+    # dispatches at hours 0..47, 12 steps each; the file covers hours 0..23
+    assert res.extra["forecast_fallback_steps"] == sum(max(0, min(i + 12, 48 + 12) - max(i, 24)) for i in range(48))
+    full = tmp_path / "full.parquet"
+    pl.concat([h, h.with_columns(pl.col("time").dt.offset_by("2d"))]).write_parquet(full)
+    site = _small_site(forecast={"pv_kwp": 1000.0, "wind_kw": 0.0, "firm_it_kw": 300.0, "path": str(full)})
+    by_file = run_backtest(site, h, "mpc")
+    perfect = run_backtest(_small_site(), h, "mpc", forecaster="perfect")
+    assert by_file.extra["forecast_fallback_steps"] == 0
+    assert by_file.objective == pytest.approx(perfect.objective, rel=1e-9)

@@ -168,3 +168,94 @@ def test_a_failing_forecaster_is_a_quality_event_not_an_exception():
     assert q.height == 2
     assert set(q["device"]) == {"forecast"}
     assert "feed down" in q["detail"][0]
+
+
+# --------------------------------------------------------------------------- inputs it must not trust
+
+DROPOUT_SITE = {"step": "15m", "horizon": "6h", "redispatch": "15m", "input_window": "15m",
+                "forecast": {"pv_kwp": 0.0, "wind_kw": 0.0, "firm_it_kw": 900.0},
+                "cooling": [{"name": "liquid", "heat_share": 1.0, "supply_min_c": 20.0, "supply_max_c": 45.0,
+                             "chip_limit_c": 80.0, "chip_rise_c": 50.0, "chip_margin_c": 2.0,
+                             "design_heat_kw": 1000.0}]}
+
+
+def _flat_rows(hours: float, it_kw: float, start=START) -> pl.DataFrame:
+    n = int(hours * 4)
+    t = int(start.timestamp()) * NS + 900 * NS * np.arange(n)
+    h = pl.DataFrame({"time": t, "pv_kw": 0.0, "wind_kw": 0.0, "it_kw": it_kw, "ambient_c": 25.0}).with_columns(
+        pl.col("time").cast(pl.Datetime("ns", "UTC")))
+    return kpi_rows(h, "a", "15m", run="r")
+
+
+class Recording:
+    """The default forecaster, remembering the firm IT load it was shown."""
+
+    def __init__(self, model):
+        from pueflow.optimizers.forecast import DefaultForecaster
+
+        self.inner, self.seen = DefaultForecaster(model), []
+
+    def forecast(self, time_ns, recent, hour=None):
+        self.seen.append(recent.it_kw.copy())
+        return self.inner.forecast(time_ns, recent, hour)
+
+
+def test_an_it_meter_dropout_is_filled_not_read_as_zero_heat():
+    """900 kW constant, 90 min with no IT reading, then the gap's energy in one window (6.3 MW).
+
+    Chip = supply + 50 K x heat / 1000 kW must stay at or below 80 °C: at 900 kW the supply may
+    not exceed 80 − 45 = 35 °C (worked by hand), before, during and after the dropout."""
+    cfg = tiny_config([{"id": "a", "it_capacity_kw": 1000.0, "dispatch": tiny_dispatch(**DROPOUT_SITE)}])
+    rows = _flat_rows(6.0, 900.0)
+    gap = np.zeros(rows.height, bool)
+    gap[12:18] = True  # 03:00-04:30
+    it = np.where(gap, 0.0, 225.0)
+    it[18] = 225.0 * 7  # the 90 min of energy lands in the first window after the gap
+    rows = rows.with_columns(pl.Series("it_kwh", it), pl.Series("coverage", np.where(gap, 0.0, 1.0)))
+    d = Dispatcher(cfg)
+    rec = Recording(d.sites["a"].model)
+    d.sites["a"].forecaster = rec
+    sp, q = d.on_kpi(rows)
+    cool = sp.filter(pl.col("asset") == "cooling.liquid")["cooling_supply_c"].to_numpy()
+    assert cool.max() <= 35.0 + 1e-9
+    filled = q.filter(pl.col("point") == "filled_input")
+    assert filled.height >= 7  # every dispatch that starts from a gap window or the 6.3 MW one
+    shown = np.concatenate(rec.seen)
+    assert np.nanmax(shown) <= 1000.0  # the 6.3 MW window never reached the forecaster
+    assert np.isnan(rec.seen[-1][-12:-5]).all()  # the gap is missing, not zero
+    assert not (rec.seen[-1] == 0.0).any()
+
+
+def test_a_sample_at_the_period_end_adds_no_planning_hour():
+    """A reading at exactly 24:00 opens a window with next to no coverage: the oracle plans 24 h, not 25."""
+    cfg = tiny_config([{"id": "a", "it_capacity_kw": 1000.0, "dispatch": tiny_dispatch(**DROPOUT_SITE)}])
+    rows = _flat_rows(24.0, 900.0)
+    last = _flat_rows(0.25, 0.0, START + dt.timedelta(days=1)).with_columns(pl.lit(0.001).alias("coverage"))
+    d = Dispatcher(cfg, "oracle")
+    d.on_kpi(pl.concat([rows, last]))
+    sp, _ = d.finish()
+    site = sp.filter(pl.col("asset") == "site")
+    assert site.height == 96
+    assert site["time"].max() == START + dt.timedelta(hours=23, minutes=45)
+    assert sp.filter(pl.col("asset") == "cooling.liquid")["cooling_supply_c"].max() <= 35.0 + 1e-9
+
+
+def test_export_curtailment_and_step_cost_are_published():
+    """Flat price 1, 100 kW firm load, 300 kW PV, 50 kW export cap: import 0, export 50, curtail 150;
+    each step costs 0 (nothing bought, export and curtailment unpriced), the plan the same."""
+    cfg = tiny_config([{"id": "a", "dispatch": tiny_dispatch(
+        step="15m", horizon="1h", redispatch="15m", input_window="15m", grid={"export_limit_kw": 50.0},
+        forecast={"pv_kwp": 0.0, "wind_kw": 0.0, "firm_it_kw": 100.0, "path": ""})}])
+    h = pl.DataFrame({"time": int(START.timestamp()) * NS + 900 * NS * np.arange(8), "pv_kw": 300.0,
+                      "wind_kw": 0.0, "it_kw": 100.0, "ambient_c": 20.0}).with_columns(
+        pl.col("time").cast(pl.Datetime("ns", "UTC")))
+    from pueflow.optimizers.forecast import FrameForecaster
+
+    d = Dispatcher(cfg, forecasters={"a": FrameForecaster(h.with_columns(pl.col("time")))})
+    sp, _ = d.on_kpi(kpi_rows(h, "a", "15m"))
+    site = sp.filter(pl.col("asset") == "site")
+    assert site.height > 0
+    np.testing.assert_allclose(site["grid_import_kw"].to_numpy(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(site["grid_export_kw"].to_numpy(), 50.0, atol=1e-6)
+    np.testing.assert_allclose(site["curtail_kw"].to_numpy(), 150.0, atol=1e-6)
+    np.testing.assert_allclose(site["step_cost"].to_numpy(), 0.0, atol=1e-9)
