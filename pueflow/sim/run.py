@@ -209,7 +209,8 @@ def simulate_to_file(cfg: Config, start: datetime, days: float, out_path: str | 
         With ``telemetry`` None (it was streamed to the file).
     """
     path = Path(out_path)
-    writer = TelemetryWriter(path, fmt)
+    # JSON timestamps in the unit the site's Telegraf is configured for, as replay reads them
+    writer = TelemetryWriter(path, fmt, timestamp_unit=cfg.kafka.timestamp_unit)
     bar: Any = None
     task = None
     if progress:
