@@ -27,6 +27,7 @@ from pydantic import (
 
 from pueflow.exceptions import ConfigError
 from pueflow.optimizers.spec import DispatchSpec
+from pueflow.optimizers.tune_check import tune_problems
 from pueflow.optimizers.tune_spec import TuneSpec
 from pueflow.sim.spec import PlantSpec
 
@@ -448,6 +449,7 @@ def _cross_checks(cfg: Config) -> list[tuple[str, object, str]]:
             problems.append((f"sinks[{i}].bucket", sink.bucket, "an influx sink needs a bucket"))
         if sink.type == "kafka" and not sink.topic:
             problems.append((f"sinks[{i}].topic", sink.topic, "a kafka sink needs a topic"))
+    problems.extend(tune_problems(cfg))
     from pueflow.sovereignty import route_problems  # late: sovereignty imports config
 
     problems.extend(route_problems(cfg))

@@ -23,9 +23,10 @@ from typing import Any
 
 import polars as pl
 
-from pueflow.exceptions import ConfigError, OptimizerError
-from pueflow.optimizers.assets import SiteModel, apply_overrides, site_model
+from pueflow.exceptions import ConfigError
+from pueflow.optimizers.assets import SiteModel, site_model
 from pueflow.optimizers.backtest import BacktestResult, run_backtest
+from pueflow.optimizers.tune_check import site_space
 from pueflow.optimizers.tune_spec import ParamSpec, TuneSpec
 
 #: Unmet work below this is solver round-off, not missed work [full-power h].
@@ -37,65 +38,13 @@ WEIGHT_KEYS = ("carbon.price_per_t", "battery.wear_cost_per_kwh", "battery.termi
 def resolve_space(site: Any, spec: TuneSpec, source: str = "tune") -> dict[str, str]:
     """Map each ``[[tune.space]]`` key to the override key of ``site`` (list items by index).
 
-    Checks every bound and choice alone against the site's settings, so a space that can
-    only make invalid settings fails before the first trial. Raises :class:`ConfigError`
-    naming each bad entry and the fix.
+    The checks are :func:`~pueflow.optimizers.tune_spec.site_space`, the ones config's
+    cross-check runs: raises :class:`ConfigError` naming each bad entry and the fix.
     """
-    problems: list[tuple[str, object, str]] = []
-    out: dict[str, str] = {}
-    data = site.dispatch.model_dump()
-    for i, p in enumerate(spec.space):
-        where = f"tune.space[{i}].key"
-        try:
-            key = _index_key(data, p.key)
-        except KeyError as exc:
-            problems.append((where, p.key, str(exc.args[0])))
-            continue
-        out[p.key] = key
-        for label, raw in _extremes(p):
-            try:
-                apply_overrides(site.dispatch, {key: p.value(raw)})
-            except OptimizerError as exc:
-                detail = str(exc).split(": ", 1)[-1]
-                problems.append((f"tune.space[{i}].{label}", raw,
-                                 f"{p.key} = {p.value(raw)!r} is invalid for site {site.id!r} ({detail}); "
-                                 f"narrow the range"))
+    keys, problems = site_space(site, spec)
     if problems:
         raise ConfigError(source, problems)
-    return out
-
-
-def _extremes(p: ParamSpec) -> list[tuple[str, Any]]:
-    if p.type == "categorical":
-        return [(f"choices[{j}]", c) for j, c in enumerate(p.choices)]
-    cast = int if p.type == "int" else float
-    return [("low", cast(p.low)), ("high", cast(p.high))]
-
-
-def _index_key(data: dict[str, Any], key: str) -> str:
-    """``cooling.d2c.supply_max_c`` -> ``cooling.0.supply_max_c``; checks indices exist."""
-    node: Any = data
-    out = []
-    for part in key.split("."):
-        if isinstance(node, list):
-            names = [str(item.get("name", j)) for j, item in enumerate(node)]
-            if part.isdigit():
-                j = int(part)
-                if j >= len(node):
-                    msg = (f"{key!r}: item {j} does not exist, the site has {len(node)} "
-                           f"({', '.join(names) or 'none'}); use an index below {len(node)} or a name")
-                    raise KeyError(msg)
-            elif part in names:
-                j = names.index(part)
-            else:
-                msg = f"{key!r}: no item named {part!r}; the site has {', '.join(names) or 'none'}"
-                raise KeyError(msg)
-            node = node[j]
-            out.append(str(j))
-        else:
-            node = node.get(part) if isinstance(node, dict) else None
-            out.append(part)
-    return ".".join(out)
+    return keys
 
 
 def default_value(site: Any, key: str) -> Any:
