@@ -82,7 +82,12 @@ class Evaluator:
         return res, self.metrics(res, ov)
 
     def metrics(self, r: BacktestResult, overrides: dict[str, Any]) -> dict[str, float]:
-        """Scalar metrics of ``r`` at the configured prices (see the module doc)."""
+        """Scalar metrics of ``r`` at the configured prices (see the module doc).
+
+        ``cost`` [currency] is the sum of its parts ``energy_cost``, ``demand_cost``,
+        ``carbon_cost``, ``wear_cost``, ``other_cost`` (DR penalties - export revenue) and
+        ``terminal_shortfall_cost``.
+        """
         base = self.base.spec
         tuned_wear = float(overrides.get("battery.wear_cost_per_kwh", base.battery.wear_cost_per_kwh))
         dt = self.base.step_h
@@ -94,8 +99,10 @@ class Evaluator:
             import_peak = r.peak_kw
         peak = r.peak_kw if base.tariff.demand_charge_per_kw > 0 else import_peak
         b = self.base.battery
-        cost = (r.cost - r.carbon_cost + r.co2_kg * base.carbon.price_per_t / 1e3
-                - r.wear_cost + wear_kwh * (b.wear_per_kwh if b else 0.0))
+        carbon = r.co2_kg * base.carbon.price_per_t / 1e3
+        wear = wear_kwh * (b.wear_per_kwh if b else 0.0)
+        other = r.cost - r.energy_cost - r.carbon_cost - r.demand_cost - r.wear_cost  # DR - export
+        cost = r.energy_cost + r.demand_cost + carbon + wear + other
         short = 0.0
         if b is not None and r.complete and r.steps is not None and r.steps.height:
             short = max(b.e_terminal_kwh - float(r.steps["soc_kwh"][-1]), 0.0) * b.terminal_penalty_per_kwh
@@ -104,6 +111,7 @@ class Evaluator:
                "import_peak_kw": import_peak, "pue": r.pue if math.isfinite(r.pue) else 0.0, "ref": r.ref,
                "curtailed_kwh": r.curtailed_kwh, "unmet_h": max(r.unmet_h, 0.0),
                "chip_violations": r.chip_violations, "terminal_shortfall_cost": short,
+               "carbon_cost": carbon, "wear_cost": wear, "other_cost": other,
                "fallbacks": r.fallbacks, "solves": r.solves, "days": r.hours / 24.0, "wall_s": r.wall_s}
         return {k: float(v) for k, v in out.items()}
 
