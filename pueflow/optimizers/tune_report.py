@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pueflow.optimizers.tune_objective import feasible
+from pueflow.optimizers.tune_trials import STALE_AFTER_S
 
 #: Metrics of the comparison table and chart: (key, label, format); {cur} is the currency.
 SHOWN = (("cost", "cost [{cur}]", "{:,.0f}"), ("co2_t", "CO2 [t]", "{:,.1f}"), ("ref", "REF", "{:.3f}"),
@@ -240,6 +241,15 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{th}</tr>{tr}</table>"
 
 
+def _why_failed(t: Any) -> str:
+    a = t.user_attrs
+    if a.get("error") or a.get("duplicate"):
+        return str(a.get("error") or a.get("duplicate"))
+    if a.get("interrupted"):
+        return "interrupted; re-run"
+    return f"its worker stopped sending heartbeats for {STALE_AFTER_S} s; re-run"
+
+
 def render(d: ReportData, study: Any = None) -> str:
     """The report's HTML."""
     e = html.escape
@@ -284,8 +294,7 @@ def render(d: ReportData, study: Any = None) -> str:
         failed = [t for t in d.trials if t.state.name == "FAIL"]
         if failed:
             parts.append("<h2>Failed trials</h2>")
-            parts.append(_table(["trial", "reason"], [[str(t.number), e(t.user_attrs.get("error", "interrupted"))]
-                                                     for t in failed[:50]]))
+            parts.append(_table(["trial", "reason"], [[str(t.number), e(_why_failed(t))] for t in failed[:50]]))
     css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
            "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
            "font-size:13px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
