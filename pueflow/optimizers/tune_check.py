@@ -23,7 +23,7 @@ Problem = tuple[str, object, str]
 
 
 def tune_site(cfg: Any) -> tuple[Any | None, list[Problem]]:
-    """The site ``cfg``'s ``[tune]`` tunes (``site``, else the first with ``[sites.dispatch]``)."""
+    """Find the site ``cfg``'s ``[tune]`` tunes (``site``, else the first with ``[sites.dispatch]``)."""
     spec = cfg.tune
     if spec.site:
         ids = [s.id for s in cfg.sites]

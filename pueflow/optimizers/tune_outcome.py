@@ -30,7 +30,7 @@ def money(v: float, currency: str) -> str:
 
 
 def score_unit(objective: str, currency: str) -> str:
-    """The unit of a score: the currency for ``cost``, kg for ``co2``, none when weighted."""
+    """Name the unit of a score: the currency for ``cost``, kg for ``co2``, none when weighted."""
     return {"cost": currency, "co2": "kg CO2"}.get(objective, "")
 
 
@@ -40,7 +40,7 @@ def _pick(comps: list[Any], name: str) -> dict[str, Any]:
 
 
 def _period(*by_period: dict[str, Any]) -> str | None:
-    """``validation`` when every setting has it, else ``train``, else None."""
+    """Choose ``validation`` when every setting has it, else ``train``, else None."""
     for period in ("validation", "train"):
         if all(period in b for b in by_period):
             return period

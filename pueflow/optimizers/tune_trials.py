@@ -47,7 +47,7 @@ MAX_RETRIES = 3
 
 
 def worker_id() -> str:
-    """This process as a trial's ``worker`` attribute: ``host:pid``."""
+    """Name this process as a trial's ``worker`` attribute: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -56,7 +56,7 @@ def _rerun(trials: list[Any]) -> set[int]:
 
 
 def counted(trials: list[Any]) -> list[Any]:
-    """The trials of ``trials`` that count towards the total (see the module doc)."""
+    """Select the trials of ``trials`` that count towards the total (see the module doc)."""
     rerun = _rerun(trials)
     return [t for t in trials if t.state != TrialState.WAITING
             and not (t.state == TrialState.FAIL
@@ -107,7 +107,7 @@ def _heartbeat_storage(study: Any) -> Any | None:
 
 
 def claim(study: Any) -> Any | None:
-    """A new trial of ``study`` owned by this process, or None if it was a duplicate.
+    """Create a trial of ``study`` owned by this process; None if it was a duplicate.
 
     Takes a queued trial first (Optuna's ``ask``), records its first heartbeat, names this
     worker. A second copy of the configured trial (two machines queued it) is failed as a
@@ -154,7 +154,7 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
 
 
 def frozen(study: Any, number: int) -> Any:
-    """The stored trial ``number`` of ``study``."""
+    """Look up the stored trial ``number`` of ``study``."""
     return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
