@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from pueflow.config.models import Config
 from pueflow.config.routing import route_problems
+from pueflow.config.tune_check import tune_problems
 from pueflow.exceptions import ConfigError
 from pueflow.roles import SENSOR_ROLES
 
@@ -107,6 +108,7 @@ def _cross_checks(cfg: Config) -> list[tuple[str, object, str]]:
             problems.append((f"sinks[{i}].bucket", sink.bucket, "an influx sink needs a bucket"))
         if sink.type == "kafka" and not sink.topic:
             problems.append((f"sinks[{i}].topic", sink.topic, "a kafka sink needs a topic"))
+    problems.extend(tune_problems(cfg))
     problems.extend(route_problems(cfg))
     return problems
 

@@ -18,6 +18,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from pueflow.config.load import parse_config
 from pueflow.exceptions import ConfigError, PueflowError
 from pueflow.optimizers.assets import apply_overrides
 
@@ -27,8 +28,6 @@ _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def tuned_config_text(cfg: Any, site_id: str, overrides: dict[str, Any], note: str) -> str:
     """TOML text of ``cfg`` with ``overrides`` applied to ``site_id``'s ``[sites.dispatch]``."""
-    from pueflow.config.load import parse_config
-
     index = [s.id for s in cfg.sites].index(site_id)
     want = cfg.model_copy(deep=True)
     want.sites[index].dispatch = apply_overrides(cfg.sites[index].dispatch, overrides)

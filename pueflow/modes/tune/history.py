@@ -29,9 +29,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pueflow.connectors.parquet_store import read_store
 from pueflow.exceptions import ConfigError, InputFormatError
+from pueflow.modes.replay import replay
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.backtest import REQUIRED
+from pueflow.optimizers.dispatcher import _expected_flex_kw
+from pueflow.units import parse_duration_ns
 
 _TELEMETRY = {"time", "device", "point", "value"}
 _WINDOW_ROWS = {"time", "window", "it_kwh"}
@@ -78,8 +82,6 @@ def load_history(cfg: Any, site: Any, model: SiteModel, path: str | Path, *,
         if (p / "truth.parquet").exists():
             return _from_windows(pl.read_parquet(p / "truth.parquet"), model, "truth", str(p))
         if (p / "measurement=kpi").is_dir():
-            from pueflow.connectors.parquet_store import read_store
-
             return _from_windows(read_store(p, "kpi", site=site.id), model, "kpi", str(p))
         return _from_telemetry(cfg, site, model, p, progress)
     cols = set(_columns(p))
@@ -106,8 +108,6 @@ def _read(p: Path) -> pl.DataFrame:
 
 
 def _from_telemetry(cfg: Any, site: Any, model: SiteModel, p: Path, progress: bool) -> History:
-    from pueflow.modes.replay import replay
-
     res = replay(cfg, [p], progress=progress, write=False, run="tune")
     if not res.kpi.height:
         raise InputFormatError(str(p), f"replaying it gave no KPI rows for site {site.id!r}; "
@@ -119,9 +119,6 @@ def _from_telemetry(cfg: Any, site: Any, model: SiteModel, p: Path, progress: bo
 
 def _from_windows(rows: pl.DataFrame, model: SiteModel, source: str, where: str) -> History:
     """Window rows (truth or kpi) of ``model``'s site -> history on the dispatch step grid."""
-    from pueflow.optimizers.dispatcher import _expected_flex_kw
-    from pueflow.units import parse_duration_ns
-
     if "site" in rows.columns:
         rows = rows.filter(pl.col("site") == model.site_id)
     if "run" in rows.columns and rows["run"].n_unique() > 1:

@@ -24,8 +24,9 @@ from typing import Any
 import polars as pl
 
 from pueflow.config.tune import ParamSpec, TuneSpec
-from pueflow.exceptions import ConfigError, OptimizerError
-from pueflow.optimizers.assets import SiteModel, apply_overrides, site_model
+from pueflow.config.tune_check import site_space
+from pueflow.exceptions import ConfigError
+from pueflow.optimizers.assets import SiteModel, site_model
 from pueflow.optimizers.backtest import BacktestResult, run_backtest
 
 #: Unmet work below this is solver round-off, not missed work [full-power h].
@@ -37,65 +38,13 @@ WEIGHT_KEYS = ("carbon.price_per_t", "battery.wear_cost_per_kwh", "battery.termi
 def resolve_space(site: Any, spec: TuneSpec, source: str = "tune") -> dict[str, str]:
     """Map each ``[[tune.space]]`` key to the override key of ``site`` (list items by index).
 
-    Checks every bound and choice alone against the site's settings, so a space that can
-    only make invalid settings fails before the first trial. Raises :class:`ConfigError`
-    naming each bad entry and the fix.
+    The checks are :func:`~pueflow.config.tune.site_space`, the ones config's
+    cross-check runs: raises :class:`ConfigError` naming each bad entry and the fix.
     """
-    problems: list[tuple[str, object, str]] = []
-    out: dict[str, str] = {}
-    data = site.dispatch.model_dump()
-    for i, p in enumerate(spec.space):
-        where = f"tune.space[{i}].key"
-        try:
-            key = _index_key(data, p.key)
-        except KeyError as exc:
-            problems.append((where, p.key, str(exc.args[0])))
-            continue
-        out[p.key] = key
-        for label, raw in _extremes(p):
-            try:
-                apply_overrides(site.dispatch, {key: p.value(raw)})
-            except OptimizerError as exc:
-                detail = str(exc).split(": ", 1)[-1]
-                problems.append((f"tune.space[{i}].{label}", raw,
-                                 f"{p.key} = {p.value(raw)!r} is invalid for site {site.id!r} ({detail}); "
-                                 f"narrow the range"))
+    keys, problems = site_space(site, spec)
     if problems:
         raise ConfigError(source, problems)
-    return out
-
-
-def _extremes(p: ParamSpec) -> list[tuple[str, Any]]:
-    if p.type == "categorical":
-        return [(f"choices[{j}]", c) for j, c in enumerate(p.choices)]
-    cast = int if p.type == "int" else float
-    return [("low", cast(p.low)), ("high", cast(p.high))]
-
-
-def _index_key(data: dict[str, Any], key: str) -> str:
-    """``cooling.d2c.supply_max_c`` -> ``cooling.0.supply_max_c``; checks indices exist."""
-    node: Any = data
-    out = []
-    for part in key.split("."):
-        if isinstance(node, list):
-            names = [str(item.get("name", j)) for j, item in enumerate(node)]
-            if part.isdigit():
-                j = int(part)
-                if j >= len(node):
-                    msg = (f"{key!r}: item {j} does not exist, the site has {len(node)} "
-                           f"({', '.join(names) or 'none'}); use an index below {len(node)} or a name")
-                    raise KeyError(msg)
-            elif part in names:
-                j = names.index(part)
-            else:
-                msg = f"{key!r}: no item named {part!r}; the site has {', '.join(names) or 'none'}"
-                raise KeyError(msg)
-            node = node[j]
-            out.append(str(j))
-        else:
-            node = node.get(part) if isinstance(node, dict) else None
-            out.append(part)
-    return ".".join(out)
+    return keys
 
 
 def default_value(site: Any, key: str) -> Any:
@@ -133,7 +82,12 @@ class Evaluator:
         return res, self.metrics(res, ov)
 
     def metrics(self, r: BacktestResult, overrides: dict[str, Any]) -> dict[str, float]:
-        """Scalar metrics of ``r`` at the configured prices (see the module doc)."""
+        """Scalar metrics of ``r`` at the configured prices (see the module doc).
+
+        ``cost`` [currency] is the sum of its parts ``energy_cost``, ``demand_cost``,
+        ``carbon_cost``, ``wear_cost``, ``other_cost`` (DR penalties - export revenue) and
+        ``terminal_shortfall_cost``.
+        """
         base = self.base.spec
         tuned_wear = float(overrides.get("battery.wear_cost_per_kwh", base.battery.wear_cost_per_kwh))
         dt = self.base.step_h
@@ -145,8 +99,10 @@ class Evaluator:
             import_peak = r.peak_kw
         peak = r.peak_kw if base.tariff.demand_charge_per_kw > 0 else import_peak
         b = self.base.battery
-        cost = (r.cost - r.carbon_cost + r.co2_kg * base.carbon.price_per_t / 1e3
-                - r.wear_cost + wear_kwh * (b.wear_per_kwh if b else 0.0))
+        carbon = r.co2_kg * base.carbon.price_per_t / 1e3
+        wear = wear_kwh * (b.wear_per_kwh if b else 0.0)
+        other = r.cost - r.energy_cost - r.carbon_cost - r.demand_cost - r.wear_cost  # DR - export
+        cost = r.energy_cost + r.demand_cost + carbon + wear + other
         short = 0.0
         if b is not None and r.complete and r.steps is not None and r.steps.height:
             short = max(b.e_terminal_kwh - float(r.steps["soc_kwh"][-1]), 0.0) * b.terminal_penalty_per_kwh
@@ -155,6 +111,7 @@ class Evaluator:
                "import_peak_kw": import_peak, "pue": r.pue if math.isfinite(r.pue) else 0.0, "ref": r.ref,
                "curtailed_kwh": r.curtailed_kwh, "unmet_h": max(r.unmet_h, 0.0),
                "chip_violations": r.chip_violations, "terminal_shortfall_cost": short,
+               "carbon_cost": carbon, "wear_cost": wear, "other_cost": other,
                "fallbacks": r.fallbacks, "solves": r.solves, "days": r.hours / 24.0, "wall_s": r.wall_s}
         return {k: float(v) for k, v in out.items()}
 

@@ -1,6 +1,7 @@
 """The tuning report: one self-contained HTML file (charts inlined as base64 PNG).
 
-Sections: the outcome (best score, validation check), the best settings against the
+Sections: the outcome in plain words (what the best setting saves on validation, why the
+oracle bound is lower: :mod:`~pueflow.modes.tune.outcome`), the best settings against the
 configured ones, the best trial against the configured settings, the rule baseline and the
 perfect-foresight oracle bound on the train and validation periods (cost, CO2, REF, PUE,
 peak), the optimisation history, parameter importances and one slice per parameter.
@@ -19,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from pueflow.modes.tune.objective import feasible
+from pueflow.modes.tune.trials import STALE_AFTER_S
 
-#: Metrics of the comparison table and chart: (key, label, format).
-SHOWN = (("cost", "cost", "{:,.0f}"), ("co2_t", "CO2 [t]", "{:,.1f}"), ("ref", "REF", "{:.3f}"),
+#: Metrics of the comparison table and chart: (key, label, format); {cur} is the currency.
+SHOWN = (("cost", "cost [{cur}]", "{:,.0f}"), ("co2_t", "CO2 [t]", "{:,.1f}"), ("ref", "REF", "{:.3f}"),
          ("pue", "PUE", "{:.4f}"), ("peak_kw", "peak [kW]", "{:,.0f}"), ("unmet_h", "unmet [h]", "{:.3f}"))
 #: Fewest complete trials for Optuna's importance evaluator; below it a rank correlation.
 MIN_TRIALS_IMPORTANCE = 5
@@ -64,6 +66,8 @@ class ReportData:
     defaults: dict[str, Any]
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    outcome: list[str] = field(default_factory=list)  # plain sentences: savings, gap to the oracle
+    score_unit: str = ""
 
 
 def importances(trials: list[Any], names: list[str], study: Any = None) -> tuple[dict[str, float], str]:
@@ -188,23 +192,40 @@ def chart_slices(trials: list[Any], space: list[Any]) -> str:
     return _png(fig)
 
 
-def chart_comparison(rows: list[Comparison]) -> str:
-    """One panel per metric, one dot per setting or policy and period."""
+def short(v: float) -> str:
+    """An axis tick: at most about four characters (``12.3k``, ``1.2M``, ``0.25``)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def chart_comparison(rows: list[Comparison], currency: str = "") -> str:
+    """One panel per metric, one dot per setting or policy and period (validation hollow).
+
+    Ticks are short (``12.3k``) and few, so large costs do not run into each other.
+    """
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     labels = [f"{r.name} · {r.period}" for r in rows]
-    colors = {"configured": "#7f7f7f", "best": "#1f77b4", "rule": "#ff7f0e", "oracle": "#2ca02c"}
+    colors = [{"configured": "#7f7f7f", "best": "#1f77b4", "rule": "#ff7f0e",
+               "oracle": "#2ca02c"}.get(r.name, "#9467bd") for r in rows]
     shown = SHOWN[:5]
     fig, axes = _figure(2.3, 0.22 * len(rows) + 0.8, len(shown), len(shown))
     y = np.arange(len(rows))
     for j, (key, label, _) in enumerate(shown):
         ax = axes[j]
-        ax.scatter([r.metrics.get(key, math.nan) for r in rows], y,
-                   c=[colors.get(r.name, "#9467bd") for r in rows],
-                   marker="o", s=[30 if r.period == "train" else 30 for r in rows], zorder=3)
+        x = [r.metrics.get(key, math.nan) for r in rows]
+        face = [c if r.period == "train" else "none" for c, r in zip(colors, rows, strict=True)]
+        ax.scatter(x, y, s=30, zorder=3, facecolors=face, edgecolors=colors)
         ax.set_yticks(y, labels if j == 0 else [""] * len(rows), fontsize=7)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(label, fontsize=8)
+        ax.set_title(label.format(cur=currency), fontsize=8)
+    fig.tight_layout(w_pad=1.2)
     return _png(fig)
 
 
@@ -220,6 +241,15 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{th}</tr>{tr}</table>"
 
 
+def _why_failed(t: Any) -> str:
+    a = t.user_attrs
+    if a.get("error") or a.get("duplicate"):
+        return str(a.get("error") or a.get("duplicate"))
+    if a.get("interrupted"):
+        return "interrupted; re-run"
+    return f"its worker stopped sending heartbeats for {STALE_AFTER_S} s; re-run"
+
+
 def render(d: ReportData, study: Any = None) -> str:
     """The report's HTML."""
     e = html.escape
@@ -231,23 +261,26 @@ def render(d: ReportData, study: Any = None) -> str:
              f"<p>study <b>{e(d.study)}</b> in <code>{e(d.storage)}</code> · objective <b>{e(d.objective)}</b> "
              f"· {len(d.trials)} trials ({', '.join(f'{v} {k}' for k, v in sorted(states.items()))})</p>",
              f"<p>history: {e(d.input_desc)} · {e(d.periods)}</p>"]
+    if d.outcome:
+        parts += ["<h2>Outcome</h2>", *(f"<p class=outcome>{e(line)}</p>" for line in d.outcome)]
     parts += [f"<p class=note>{e(n)}</p>" for n in d.notes]
     if d.best is not None:
         shown = {p.key: p.value(d.best.params[p.key]) for p in d.space if p.key in d.best.params}
         rows = [[e(k), _fmt(shown.get(k)), _fmt(d.defaults.get(k))] for k in names]
-        parts += [f"<h2>Best settings: trial #{d.best.number}, score {num(d.best.value)} {e(d.currency)}</h2>",
+        unit = f" {e(d.score_unit)}" if d.score_unit else ""
+        parts += [f"<h2>Best settings: trial #{d.best.number}, train score {num(d.best.value)}{unit}</h2>",
                   _table(["setting", "best", "configured"], rows)]
     else:
         parts.append("<h2>No feasible trial yet</h2><p>Every finished trial broke a constraint or failed; "
                      "widen the search space or relax the constraints.</p>")
     if d.comparisons:
-        head = ["setting / policy", "period", "score", "feasible"] + [lbl for _, lbl, _ in SHOWN]
+        head = ["setting / policy", "period", "score", "feasible"] + [e(lbl.format(cur=d.currency)) for _, lbl, _ in SHOWN]
         rows = [[e(c.name), e(c.period), num(c.score), e(c.verdict)]
                 + [fmt.format(c.metrics.get(k, math.nan)) for k, _, fmt in SHOWN] for c in d.comparisons]
         parts += ["<h2>Best trial against the configured settings, the rule baseline and the oracle bound</h2>",
                   "<p>Costs at the configured prices in " + e(d.currency) + "; the oracle knows the whole period "
                   "in advance (a lower bound no real controller reaches).</p>",
-                  _table(head, rows), f"<img src='{chart_comparison(d.comparisons)}'>"]
+                  _table(head, rows), f"<img src='{chart_comparison(d.comparisons, d.currency)}'>"]
     if d.trials:
         parts += ["<h2>Optimisation history</h2>", f"<img src='{chart_history(d.trials)}'>"]
         imp, how = importances(d.trials, names, study)
@@ -261,11 +294,10 @@ def render(d: ReportData, study: Any = None) -> str:
         failed = [t for t in d.trials if t.state.name == "FAIL"]
         if failed:
             parts.append("<h2>Failed trials</h2>")
-            parts.append(_table(["trial", "reason"], [[str(t.number), e(t.user_attrs.get("error", "interrupted"))]
-                                                     for t in failed[:50]]))
+            parts.append(_table(["trial", "reason"], [[str(t.number), e(_why_failed(t))] for t in failed[:50]]))
     css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
            "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
            "font-size:13px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
-           "img{max-width:100%}.note{color:#8a5a00}")
+           "img{max-width:100%}.note{color:#8a5a00}.outcome{font-size:15px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(d.title)}</title>"
             f"<style>{css}</style></head><body>{''.join(parts)}</body></html>")

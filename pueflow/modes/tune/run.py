@@ -14,7 +14,10 @@ baseline and the oracle bound, and writes to ``out``:
 * ``tune.db`` — the study, unless ``storage`` points elsewhere.
 
 Re-running with the same study name resumes it: ``trials`` is the total the study should
-hold, not the number to add.
+hold, not the number to add (:mod:`~pueflow.modes.tune.trials` says which trials
+count; a trial whose worker died or was interrupted is re-run). Local invocations on one
+storage file take turns (a lock next to it) to create the study and queue the configured
+settings as a trial, once.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from typing import Any
 
 import polars as pl
 
+from pueflow.config.dispatch import duration_s
+from pueflow.config.tune_check import tune_site
 from pueflow.exceptions import ConfigError, PueflowError
+from pueflow.modes.tune.best_config import tuned_config_text
 from pueflow.modes.tune.history import load_history, split_periods
 from pueflow.modes.tune.objective import (
     Evaluator,
@@ -37,19 +43,22 @@ from pueflow.modes.tune.objective import (
     limits_only,
     resolve_space,
 )
-from pueflow.modes.tune.report import num
+from pueflow.modes.tune.outcome import oracle_gap_line, savings_line, score_unit, storage_label
+from pueflow.modes.tune.report import Comparison, ReportData, num, render
 from pueflow.modes.tune.study import (
     FileLock,
     WorkerJob,
-    count_trials,
     create_or_load,
     default_study_name,
+    lock_path,
     redact,
     spawn_workers,
+    storage_file,
     storage_url,
     wait_workers,
     work,
 )
+from pueflow.modes.tune.trials import count_trials, counted, fail_stale, queue_configured
 from pueflow.optimizers.assets import site_model
 
 
@@ -71,21 +80,6 @@ class TuneResult:
     seconds: float = 0.0
 
 
-def _site(cfg: Any, spec: Any, source: str) -> Any:
-    with_dispatch = [s for s in cfg.sites if s.dispatch is not None]
-    if spec.site:
-        ids = [s.id for s in cfg.sites]
-        if spec.site not in ids:
-            raise ConfigError(source, [("tune.site", spec.site, f"no such site; known: {ids}")])
-        site = cfg.site(spec.site)
-        if site.dispatch is None:
-            raise ConfigError(source, [("tune.site", spec.site, "this site has no [sites.dispatch]; add one")])
-        return site
-    if not with_dispatch:
-        raise ConfigError(source, [("sites", "", "no site has [sites.dispatch]; tuning needs one")])
-    return with_dispatch[0]
-
-
 def run_tune(cfg: Any, input: str | Path, *, trials: int, jobs: int = 1, storage: str | None = None,  # noqa: A002
              study: str | None = None, out: str | Path = "pueflow-tune", seed: int | None = None,
              progress: bool = True, report: bool = True) -> TuneResult:
@@ -103,7 +97,9 @@ def run_tune(cfg: Any, input: str | Path, *, trials: int, jobs: int = 1, storage
     if trials < 1 or jobs < 1:
         msg = f"--trials {trials} and --jobs {jobs} must both be at least 1"
         raise PueflowError(msg)
-    site = _site(cfg, spec, source)
+    site, problems = tune_site(cfg)
+    if site is None:
+        raise ConfigError(source, problems)
     keys = resolve_space(site, spec, source)
     model = site_model(site)
     hist = load_history(cfg, site, model, input, progress=progress)
@@ -112,16 +108,18 @@ def run_tune(cfg: Any, input: str | Path, *, trials: int, jobs: int = 1, storage
     outp.mkdir(parents=True, exist_ok=True)
     url = storage_url(storage, outp)
     name = study or default_study_name(spec, site.id)
-    st = create_or_load(url, name, spec, site.id, source)
-    ev = Evaluator(site, spec, keys)
+    lock = lock_path(url, outp)
     defaults = {p.key: _domain_value(p, default_value(site, keys[p.key])) for p in spec.space}
-    if not st.get_trials(deepcopy=False) and all(v is not None for v in defaults.values()):
-        st.enqueue_trial(defaults, user_attrs={"configured": True})
+    with FileLock(lock):  # local invocations started together: one creates, one queues
+        st = create_or_load(url, name, spec, site.id, source)
+        if all(v is not None for v in defaults.values()):
+            queue_configured(st, defaults)
+    ev = Evaluator(site, spec, keys)
     job = WorkerJob(site, spec, keys, periods.train, url, name, trials, seed, 0)
-    _optimise(st, job, jobs, progress, outp)
+    _optimise(st, job, jobs, progress, outp, lock)
     if report:
         configured = {p.key: default_value(site, keys[p.key]) for p in spec.space}
-        res = _finish(cfg, st, ev, periods, hist.source, str(input), configured, url, outp, progress)
+        res = _finish(cfg, st, ev, periods, hist.source, Path(input).name, configured, url, outp, progress)
     else:
         res = _result(st, url, outp)
     res.seconds = time.perf_counter() - t0
@@ -135,8 +133,6 @@ def _domain_value(p: Any, v: Any) -> Any:
     if p.type == "categorical":
         return v if v in p.choices else None
     if p.unit:
-        from pueflow.config.dispatch import duration_s
-
         v = duration_s(str(v)) / {"s": 1, "m": 60, "h": 3600, "d": 86400}[p.unit]
     if isinstance(v, bool) or not isinstance(v, int | float) or not p.low <= v <= p.high:
         return None
@@ -145,14 +141,15 @@ def _domain_value(p: Any, v: Any) -> Any:
     return float(v)
 
 
-def _optimise(st: Any, job: WorkerJob, jobs: int, progress: bool, outp: Path) -> None:
+def _optimise(st: Any, job: WorkerJob, jobs: int, progress: bool, outp: Path, lock: Path) -> None:
     """Run trials until the study holds ``job.total``, in-process or in ``jobs`` processes."""
     bar = _Bar(st, job.total) if progress else None
     poll = bar.update if bar else (lambda *a: None)
-    lock = outp / ".tune.lock"
     try:
-        if count_trials(st) >= job.total:
-            return
+        with FileLock(lock):
+            fail_stale(st)
+            if count_trials(st) >= job.total:
+                return
         if jobs == 1:
             work(job, FileLock(lock), on_trial=lambda _t: poll())
             return
@@ -188,7 +185,7 @@ class _Bar:
 
     def update(self) -> None:
         trials = self.st.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state.is_finished()]
+        done = [t for t in counted(trials) if t.state.is_finished()]
         ok = [t.value for t in done if t.state.name == "COMPLETE" and feasible(t)]
         n = {s: sum(t.state.name == s for t in trials) for s in ("PRUNED", "FAIL", "RUNNING")}
         states = ", ".join(f"{v} {k.lower()}" for k, v in n.items() if v)
@@ -218,9 +215,6 @@ def _result(st: Any, url: str, outp: Path) -> TuneResult:
 
 def _finish(cfg: Any, st: Any, ev: Evaluator, periods: Any, source: str, input_desc: str,
             defaults: dict[str, Any], url: str, outp: Path, progress: bool) -> TuneResult:
-    from pueflow.modes.tune.best_config import tuned_config_text
-    from pueflow.modes.tune.report import Comparison, ReportData, render
-
     trials = st.get_trials(deepcopy=False)
     best = best_trial(trials)
     spec, site = ev.spec, ev.site
@@ -265,18 +259,22 @@ def _finish(cfg: Any, st: Any, ev: Evaluator, periods: Any, source: str, input_d
         res.config_path = outp / "best-config.toml"
         res.config_path.write_text(tuned_config_text(cfg, site.id, rounded, note), encoding="utf-8")
     currency = site.dispatch.tariff.currency
+    outcome = [line for line in (savings_line(comps, currency, spec.objective), oracle_gap_line(comps, currency))
+               if line]
     data = ReportData(
-        title=f"pueflow tune · {site.id}", study=st.study_name, storage=redact(url),
-        objective=_objective_text(spec), currency=currency,
+        title=f"pueflow tune · {site.id}", study=st.study_name,
+        storage=storage_label(redact(url), storage_file(url), outp),
+        objective=_objective_text(spec), currency=currency, score_unit=score_unit(spec.objective, currency),
         input_desc=f"{input_desc} ({source})",
         periods=(f"train {periods.train_days:.2f} d, validation {periods.validation_days:.2f} d from "
                  f"{periods.split.isoformat()}, {periods.warmup_days:g} d warm-up each"),
-        trials=trials, space=spec.space, best=best, defaults=defaults, comparisons=comps, notes=notes)
+        trials=trials, space=spec.space, best=best, defaults=defaults, comparisons=comps, notes=notes,
+        outcome=outcome)
     res.report_path = outp / "report.html"
     res.report_path.write_text(render(data, st), encoding="utf-8")
     _write_tables(outp, trials, res, comps)
     if progress:
-        _print_summary(res, comps, notes)
+        _print_summary(res, comps, outcome, notes, currency)
     return res
 
 
@@ -306,13 +304,13 @@ def _write_tables(outp: Path, trials: list[Any], res: TuneResult, comps: list[An
     (outp / "best.json").write_text(json.dumps(best, indent=2, default=str), encoding="utf-8")
 
 
-def _print_summary(res: TuneResult, comps: list[Any], notes: list[str]) -> None:
+def _print_summary(res: TuneResult, comps: list[Any], outcome: list[str], notes: list[str], currency: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     con = Console()
     tab = Table(title=f"study {res.study}: {res.trials} trials")
-    for col in ("setting / policy", "period", "score", "feasible", "cost", "CO2 [t]", "peak [kW]"):
+    for col in ("setting / policy", "period", "score", "feasible", f"cost [{currency}]", "CO2 [t]", "peak [kW]"):
         tab.add_column(col, justify="right")
     for c in comps:
         m = c.metrics
@@ -324,6 +322,8 @@ def _print_summary(res: TuneResult, comps: list[Any], notes: list[str]) -> None:
         con.print("[red]no feasible trial[/red]: widen the search space or relax the constraints")
     else:
         con.print(f"best trial #{res.best_number}: " + ", ".join(f"{k} = {v!r}" for k, v in res.best_overrides.items()))
+    for line in outcome:
+        con.print(line, markup=False)
     for n in notes:
         con.print(f"[yellow]{n}[/yellow]")
     con.print(f"-> {res.report_path}" + (f", {res.config_path}" if res.config_path else ""))

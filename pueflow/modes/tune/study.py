@@ -8,11 +8,13 @@ Storage (``--storage``):
 * ``postgresql://user@host:port/db`` — workers on many machines join one study.
 
 A worker loads the study by name and runs trials until the study holds ``total`` trials
-(every state counts: complete, pruned, failed, running), so re-running the same command
-resumes an interrupted study up to the same total. Local workers check the count and
-claim a trial number under one lock, so they never overshoot; workers on other machines
-check the same count but without a shared lock, so a study may end a trial or two over
-the total when several finish at the same moment.
+(see :mod:`~pueflow.modes.tune.trials` for which count: a trial whose worker died or
+was interrupted is failed and re-run with the same settings), so re-running the same
+command resumes an interrupted study up to the same total. Local processes on one storage
+file create the study, queue the configured trial, check the count and claim a trial under
+one lock (a file next to the storage file), so they never race or overshoot; workers on
+other machines check the same count without a shared lock, so a study may end a trial or
+two over the total when several finish at the same moment.
 """
 
 from __future__ import annotations
@@ -25,14 +27,31 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+
 from pueflow.config.tune import TuneSpec
 from pueflow.exceptions import ConfigError, OptimizerError, PueflowError
+from pueflow.modes.tune.objective import Evaluator, Objective, constraints_of
+from pueflow.modes.tune.trials import (
+    HEARTBEAT_S,
+    STALE_AFTER_S,
+    claim,
+    count_trials,
+    fail_stale,
+    frozen,
+    heartbeat,
+    held_interrupts,
+    interrupted,
+    retry_stale,
+)
 
 
 def storage_url(storage: str | None, out: str | Path) -> str:
@@ -42,10 +61,33 @@ def storage_url(storage: str | None, out: str | Path) -> str:
     return "sqlite:///" + str((Path(out) / "tune.db").resolve())
 
 
-def open_storage(url: str) -> Any:
-    """An Optuna storage for ``url`` (see the module doc)."""
-    import optuna
+def storage_file(url: str) -> Path | None:
+    """The local file of a SQLite or journal storage ``url`` (None for a database server)."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):].removeprefix("//"))
+    if "://" not in url and url.endswith((".log", ".journal")):
+        return Path(url)
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url[len("sqlite:///"):].split("?", 1)[0])
+    return None
 
+
+def lock_path(url: str, out: str | Path) -> Path:
+    """The lock local processes share for ``url``: ``<storage file>.lock``, else in ``out``.
+
+    Keyed on the storage file rather than the output folder, so two invocations with
+    different ``--out`` but one ``--storage`` file still take turns.
+    """
+    f = storage_file(url)
+    return f.with_name(f.name + ".lock") if f is not None else Path(out) / ".tune.lock"
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage for ``url`` (see the module doc).
+
+    SQLite and PostgreSQL storages record a heartbeat of every running trial
+    (:data:`~pueflow.modes.tune.trials.HEARTBEAT_S`) so a dead worker's trial is found.
+    """
     journal = url[len("journal:"):] if url.startswith("journal:") else None
     if journal is None and "://" not in url and url.endswith((".log", ".journal")):
         journal = url
@@ -57,7 +99,7 @@ def open_storage(url: str) -> Any:
         return JournalStorage(JournalFileBackend(path))
     if url.startswith("sqlite:"):
         # waiting for the lock beats failing a trial when two workers write at once
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return _rdb_with_retry(url, {"connect_args": {"timeout": 60}})
     if url.startswith(("postgresql", "mysql")):
         try:
             return _rdb_with_retry(_driver(url), {"pool_pre_ping": True})
@@ -74,17 +116,18 @@ def _rdb_with_retry(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) 
     """RDBStorage, retried while another worker is creating the schema at the same moment.
 
     Workers started together on an empty database race to create Optuna's tables; the loser
-    sees a unique-key violation (e.g. on ``alembic_version``). Once the winner is done, the
-    schema exists and a retry simply opens it.
+    sees a unique-key violation (``alembic_version``) or "table studies already exists".
+    Once the winner is done, the schema exists and a retry simply opens it.
     """
-    import time
-
-    import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                    grace_period=STALE_AFTER_S, heartbeat_stale_trial_callback=retry_stale)
         except (IntegrityError, ProgrammingError, OperationalError):
             if attempt == attempts - 1:
                 raise
@@ -134,10 +177,6 @@ def default_study_name(spec: TuneSpec, site_id: str) -> str:
 
 
 def make_sampler(spec: TuneSpec, seed: int | None) -> Any:
-    import optuna
-
-    from pueflow.modes.tune.objective import constraints_of
-
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     kw: dict[str, Any] = {"seed": seed, "n_startup_trials": spec.startup_trials}
@@ -147,8 +186,6 @@ def make_sampler(spec: TuneSpec, seed: int | None) -> Any:
 
 
 def make_pruner(spec: TuneSpec) -> Any:
-    import optuna
-
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=min(5, spec.startup_trials),
@@ -156,9 +193,11 @@ def make_pruner(spec: TuneSpec) -> Any:
 
 
 def create_or_load(url: str, name: str, spec: TuneSpec, site_id: str, source: str = "tune") -> Any:
-    """Create the study ``name`` (or load it: resume) and check it was made for this ``[tune]``."""
-    import optuna
+    """Create the study ``name`` (or load it: resume) and check it was made for this ``[tune]``.
 
+    Optuna's log is set to warnings first: its "A new study created" line is not for -q.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                 load_if_exists=True)
@@ -190,18 +229,13 @@ class WorkerJob:
     index: int
 
 
-def count_trials(study: Any) -> int:
-    """Trials towards the total: all but those failed by an interrupt (they are re-run)."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if not (t.state.name == "FAIL" and t.user_attrs.get("interrupted")))
-
-
 def work(job: WorkerJob, lock: Any = None, on_trial: Callable[[Any], None] | None = None) -> int:
-    """Run trials of ``job``'s study until it holds ``job.total``; return how many this worker ran."""
-    import optuna
+    """Run trials of ``job``'s study until it holds ``job.total``; return how many this worker ran.
 
-    from pueflow.modes.tune.objective import Evaluator, Objective
-
+    Under ``lock``, with interrupts held back: fail the trials of dead workers (they are
+    queued again), check the count, claim a trial. An interrupt while a trial runs fails it
+    and queues it again before the ``KeyboardInterrupt`` goes on.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=job.name, storage=open_storage(job.url))
     n_before = count_trials(study)
@@ -211,37 +245,46 @@ def work(job: WorkerJob, lock: Any = None, on_trial: Callable[[Any], None] | Non
     objective = Objective(Evaluator(job.site, job.spec, job.keys), job.train)
     ran = 0
     while True:
-        with lock if lock is not None else nullcontext():
-            if count_trials(study) >= job.total:
-                return ran
-            trial = study.ask()
-        ran += 1
-        frozen = _run_one(study, trial, objective)
+        trial = None
+        try:
+            with lock if lock is not None else nullcontext(), held_interrupts():
+                fail_stale(study)
+                if count_trials(study) >= job.total:
+                    return ran
+                trial = claim(study)
+            if trial is None:
+                continue
+            ran += 1
+            with heartbeat(study, trial):
+                done = _run_one(study, trial, objective)
+        except KeyboardInterrupt:
+            if trial is not None:
+                with held_interrupts():
+                    interrupted(study, trial)
+            raise
         if on_trial is not None:
-            on_trial(frozen)
+            on_trial(done)
 
 
 def _run_one(study: Any, trial: Any, objective: Any) -> Any:
-    import optuna
     from optuna.trial import TrialState
 
     try:
         value = objective(trial)
     except optuna.TrialPruned:
-        return study.tell(trial, state=TrialState.PRUNED)
+        return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+    except UpdateFinishedTrialError:
+        # another worker took this one for dead (no heartbeat for a long while) and re-queued it
+        return frozen(study, trial.number)
     except (OptimizerError, FloatingPointError) as exc:
         # settings valid alone but not together (e.g. soc_min above a sampled soc_max)
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-        return study.tell(trial, state=TrialState.FAIL)
-    except KeyboardInterrupt:
-        trial.set_user_attr("interrupted", True)
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        raise
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     except Exception as exc:
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
-    return study.tell(trial, value)
+    return study.tell(trial, value, skip_if_finished=True)
 
 
 class FileLock:
