@@ -94,7 +94,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
     from pueflow.modes.tune.best_config import dumps
     from pueflow.optimizers.assets import site_model
     from pueflow.optimizers.synthetic import synthetic_history
-    from tests.unit.test_tune import START, tiny_cfg, tiny_data
+    from tests.unit.modes.test_tune import START, tiny_cfg, tiny_data
 
     d = tmp_path_factory.mktemp("tune-pg")
     tune = {"space": [{"key": "battery.soc_min_pct", "low": 5.0, "high": 50.0},

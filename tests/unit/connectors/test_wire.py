@@ -23,7 +23,7 @@ from pueflow.connectors.wire import (
 from pueflow.connectors.wire_base import MAX_TIME_NS, MIN_TIME_NS
 from pueflow.schema.registry import Registry
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml"
+CONFIG = Path(__file__).resolve().parents[3] / "config" / "tetouan-7.5mw.toml"
 T0 = 1_714_564_800 * 10**9  # 2024-05-01T12:00:00Z
 
 

@@ -12,7 +12,7 @@ from pueflow.config.load import load_config
 from pueflow.modes.replay import replay
 from pueflow.sim import simulate, simulate_to_file
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 START = datetime(2026, 7, 19, 23, tzinfo=UTC)  # local midnight in Casablanca (UTC+1)
 KEY = ["site", "window", "time"]
 ENERGY = ["facility_kwh", "it_kwh", "cooling_kwh", "cooling_dry_cooler_kwh", "cooling_chiller_kwh",

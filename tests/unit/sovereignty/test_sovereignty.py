@@ -13,7 +13,7 @@ from pueflow.config.load import parse_config
 from pueflow.exceptions import ConfigError
 from pueflow.sovereignty.router import Router
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _fleet() -> dict:
@@ -345,7 +345,7 @@ def test_check_config_warns_of_a_site_no_sink_receives(tmp_path, capsys):
     from pueflow.cli import main
     from pueflow.config.routing import unreached_sites
 
-    src = (Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml").read_text()
+    src = (Path(__file__).resolve().parents[3] / "config" / "tetouan-7.5mw.toml").read_text()
     head, sep, sinks = src.partition("[[sinks]]")
     moved = tmp_path / "foreign-sink.toml"
     moved.write_text(head + sep + sinks.replace('jurisdiction = "MA"', 'jurisdiction = "ES"'))

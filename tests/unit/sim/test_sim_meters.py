@@ -15,7 +15,7 @@ from pueflow.sim import simulate
 from pueflow.sim.meters import RegisterBank
 from pueflow.units import parse_duration_ns
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 JULY = datetime(2026, 7, 20, tzinfo=UTC)
 STEP = 60.0
 RATES = {"gaps_per_series_day": 0.5, "spikes_per_series_day": 0.5, "duplicates_per_series_day": 1.0,

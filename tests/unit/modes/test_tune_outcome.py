@@ -18,7 +18,7 @@ from pueflow.modes.tune.best_config import dumps
 from pueflow.modes.tune.objective import resolve_space
 from pueflow.modes.tune.outcome import COST_PARTS
 from pueflow.modes.tune.run import run_tune
-from tests.unit.test_tune import HORIZON, history, tiny_cfg, tiny_data  # noqa: F401 - the fixture is used by name
+from tests.unit.modes.test_tune import HORIZON, history, tiny_cfg, tiny_data  # noqa: F401 - the fixture is used by name
 
 BAD_SPACE = [{"key": "cooling.chilled.supply_max_c", "low": 30.0, "high": 40.0},  # the site has no cooling loop
              {"key": "battery.soc_min_pct", "low": 5.0, "high": 99.0}]  # above the site's soc_max_pct

@@ -24,9 +24,9 @@ from pueflow.modes.tune.objective import suggest
 from pueflow.modes.tune.run import run_tune
 from pueflow.modes.tune.study import open_storage, storage_url
 from pueflow.modes.tune.trials import claim
-from tests.unit.test_tune import history, tiny_cfg, tiny_data  # noqa: F401 - the fixture is used by name
+from tests.unit.modes.test_tune import history, tiny_cfg, tiny_data  # noqa: F401 - the fixture is used by name
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SOC = {"key": "battery.soc_min_pct", "low": 5.0, "high": 50.0}
 TUNE = {"space": [SOC], "validation_days": 0}
 

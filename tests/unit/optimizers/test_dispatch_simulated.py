@@ -13,7 +13,7 @@ from pueflow.optimizers.assets import site_model
 from pueflow.optimizers.backtest import compare
 from pueflow.sim import simulate_to_file
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pueflow.exceptions import InputFormatError
 from pueflow.schema.batch import Batch
 from pueflow.schema.registry import Registry
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml"
+CONFIG = Path(__file__).resolve().parents[3] / "config" / "tetouan-7.5mw.toml"
 T0 = 1_714_564_800 * 10**9  # 2024-05-01T12:00:00Z
 FORMATS = ["parquet", "csv", "jsonl", "lp", "csv.gz", "jsonl.gz", "lp.gz"]
 

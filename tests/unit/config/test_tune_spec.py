@@ -16,7 +16,7 @@ from pueflow.modes.tune.best_config import tuned_config_text
 from pueflow.modes.tune.history import load_history, split_periods
 from pueflow.modes.tune.objective import resolve_space
 from pueflow.optimizers.assets import site_model
-from tests.unit.test_tune import tiny_data
+from tests.unit.modes.test_tune import tiny_data
 
 
 def problems(tune: dict[str, Any]) -> list[tuple[str, Any, str]]:

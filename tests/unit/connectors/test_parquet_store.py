@@ -13,7 +13,7 @@ from pueflow.connectors.sink import Sink, build_sinks
 from pueflow.exceptions import SinkError
 from pueflow.schema.rows import TIME_DTYPE, identity_columns
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "tetouan-7.5mw.toml"
+CONFIG = Path(__file__).resolve().parents[3] / "config" / "tetouan-7.5mw.toml"
 T0 = 1_714_600_800 * 10**9  # 2024-05-01T22:00:00Z: two hours span two UTC dates
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from pueflow.modes.tune.run import run_tune
 from pueflow.modes.tune.study import open_storage, storage_url
-from tests.unit.test_tune import history, tiny_cfg  # noqa: F401 - the fixture is used by name
+from tests.unit.modes.test_tune import history, tiny_cfg  # noqa: F401 - the fixture is used by name
 
 SPACE = {"space": [{"key": "battery.soc_min_pct", "low": 5.0, "high": 50.0},
                    {"key": "forecast.load_tau_h", "low": 1.0, "high": 12.0}],

@@ -16,7 +16,7 @@ from pueflow.exceptions import SinkError
 from pueflow.schema.rows import Output
 from pueflow.sovereignty.audit import AuditLog, audit_path, read_audit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T = datetime(2026, 7, 1, tzinfo=UTC)
 
 

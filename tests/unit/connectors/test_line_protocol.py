@@ -23,7 +23,7 @@ from pueflow.connectors.line_protocol import decode_line, parse_records
 from pueflow.connectors.wire_base import MAX_TIME_NS, MIN_TIME_NS
 from pueflow.schema.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CASES = ROOT / "tests" / "data" / "line_protocol_cases.json"
 CORPUS = Path(os.environ.get("PUEFLOW_LP_CORPUS")
               or ROOT.parent / "shared" / "data" / "line-protocol-corpus.json")

@@ -27,7 +27,7 @@ from pueflow.pipeline.core import Pipeline
 from pueflow.schema.batch import Batch
 from tests.unit import fake_kafka
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NS = 10**9
 T0 = 1_714_564_800 * NS  # 2024-05-01T12:00:00Z
 

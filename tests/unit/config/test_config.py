@@ -12,7 +12,7 @@ from pueflow.config.load import load_config, parse_config
 from pueflow.exceptions import ConfigError
 from pueflow.units import parse_duration_ns
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "config").glob("*.toml"))
 
 

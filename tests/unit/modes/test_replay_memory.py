@@ -26,7 +26,7 @@ from tests.conftest import T0
 NS = 10**9
 N_SERIES = 40
 PER_SERIES = 200_000  # one reading every 10 s: ~23 days per series
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 CHILD = """
 import sys

@@ -16,7 +16,7 @@ from pueflow.exceptions import ConfigError
 from pueflow.sim import simulate, simulate_to_file
 from pueflow.sim.cooling import heat_sink
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 JULY = datetime(2026, 7, 20, tzinfo=UTC)
 STEP = 60.0
 

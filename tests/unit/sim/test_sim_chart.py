@@ -10,7 +10,7 @@ import polars as pl
 from pueflow.config.load import load_config
 from pueflow.sim import simulate, write_chart
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_write_chart_from_kpi_rows_with_and_without_truth(tmp_path):

@@ -19,7 +19,7 @@ from pueflow.connectors.telegraf_json import decode_json
 from pueflow.connectors.wire_base import unit_ns
 from pueflow.schema.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NS = 1525478795_123456789
 
 
