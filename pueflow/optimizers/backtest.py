@@ -40,6 +40,7 @@ from pueflow.optimizers.horizon import DispatchState, job_occurrence
 from pueflow.optimizers.plan import Plan, setpoints_at
 from pueflow.optimizers.policy import POLICIES, SiteDispatch
 from pueflow.optimizers.tariff import Calendar, Signals, calendar, signals
+from pueflow.pipeline.kpi import pue_of, share_of_facility
 
 REQUIRED = ("time", "pv_kw", "wind_kw", "it_kw", "ambient_c")
 _ENGINES: dict[tuple[str, str], SiteDispatch] = {}  # a tuner calls run_backtest many times
@@ -285,7 +286,8 @@ def _result(model: SiteModel, policy: str, loop: ClosedLoop, i0: int, upto: int,
         policy=policy, site_id=model.site_id, hours=(upto - i0) * dt, complete=complete, cost=cost,
         objective=cost + penalty, energy_cost=energy, carbon_cost=carbon_cost, demand_cost=demand,
         wear_cost=wear, export_revenue=export, co2_kg=co2, facility_kwh=fac, it_kwh=it,
-        ref=min(ren / fac, 1.0) if fac > 0 else 0.0, pue=fac / it if it > 0 else float("nan"),
+        # the kernel's rules; a run with no facility energy has no renewable share to speak of
+        ref=float(np.nan_to_num(share_of_facility(ren, fac, True))), pue=float(pue_of(fac, it)),
         peak_kw=max(loop.peaks.values(), default=0.0), unmet_h=float(loop.unmet_h.sum()),
         curtailed_kwh=float(lg["curtailed_kw"].sum() * dt), solves=len(solve_s),
         fallbacks=sum(reasons.values()), fallback_reasons=dict(reasons), clips=dict(loop.clips),
