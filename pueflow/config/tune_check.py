@@ -91,7 +91,8 @@ def _extremes(p: ParamSpec) -> list[tuple[str, Any]]:
     if p.type == "categorical":
         return [(f"choices[{j}]", c) for j, c in enumerate(p.choices)]
     cast = int if p.type == "int" else float
-    return [("low", cast(p.low)), ("high", cast(p.high))]
+    low, high = p.bounds()
+    return [("low", cast(low)), ("high", cast(high))]
 
 
 def _index_key(data: dict[str, Any], key: str) -> str:

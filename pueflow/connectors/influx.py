@@ -80,9 +80,9 @@ def to_lines(measurement: str, df: pl.DataFrame, extra_tags: dict[str, str] | No
     head: list[pl.Expr] = [pl.lit(escape_measurement(measurement))]
     for t in sorted(set(tags) | set(extra_tags or {})):
         if t in (extra_tags or {}):
-            v = (extra_tags or {})[t]
-            if v:
-                head.append(pl.lit(f",{escape_key(t)}=") + escape_key_expr(pl.lit(v)))
+            fixed = (extra_tags or {})[t]
+            if fixed:
+                head.append(pl.lit(f",{escape_key(t)}=") + escape_key_expr(pl.lit(fixed)))
             continue
         v = pl.col(t).cast(pl.Utf8)
         head.append(pl.when(v.is_not_null() & (v != "")).then(

@@ -31,7 +31,7 @@ def to_messages(measurement: str, df: pl.DataFrame) -> list[tuple[bytes, bytes]]
     parts = [e for c in rw.field_columns(measurement, df)
              if (e := member(c, c, df.schema[c])) is not None]
     fields = members(parts)
-    tag_parts = [pl.when(pl.col(t).cast(pl.String) != "").then(
+    tag_parts: list[pl.Expr] = [pl.when(pl.col(t).cast(pl.String) != "").then(
         pl.lit(jstr(t) + ":") + quoted(pl.col(t))) for t in tags]
     ts = pl.col(rw.TIME).cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").cast(pl.String)
     key = pl.coalesce([pl.when(pl.col(c).cast(pl.String) != "").then(pl.col(c).cast(pl.String))

@@ -52,8 +52,20 @@ class Job:
     penalty_per_h: float
     heat_share: np.ndarray  # share of its heat per loop
 
-    def rate(self, power_kw: np.ndarray) -> np.ndarray:
-        """Work rate [full-power h per h] of the concave curve at ``power_kw``."""
+    def rate(self, power_kw: float | np.ndarray) -> np.ndarray:
+        """Return the work rate [full-power h per h] of the concave curve at ``power_kw``.
+
+        Parameters
+        ----------
+        power_kw : float or array [kW]
+            Power drawn by the job; any shape.
+
+        Returns
+        -------
+        array [full-power h per h]
+            Same shape as ``power_kw`` (0-d for a scalar): the lowest segment line
+            ``alpha_per_kw * p + beta``, never below 0.
+        """
         p = np.asarray(power_kw, np.float64)[..., None]
         return np.maximum(np.min(self.alpha_per_kw * p + self.beta, axis=-1), 0.0)
 

@@ -212,6 +212,9 @@ def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
             firm_fc[i:i + block] = p.firm_kw[:block]
             k0 = 0
             block = min(block, hn)
+        if plan is None:  # cannot happen: the oracle plans before the loop, the others above
+            msg = f"backtest: no plan at step {i} under policy {policy!r}; expected one of {POLICIES}"
+            raise OptimizerError(msg)
         for k in range(block):
             loop.step(i + k, setpoints_at(plan, k0 + k), float(firm_fc[i + k]))
         i += block

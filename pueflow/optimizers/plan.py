@@ -87,7 +87,7 @@ def step_costs(model: SiteModel, p: Problem, imp_kw: np.ndarray, exp_kw: np.ndar
 
 def from_lp(lp: SiteLP, p: Problem, res: LPResult) -> Plan:
     """Read an optimal LP solution into a :class:`Plan` (``res.success`` must hold)."""
-    x = res.x
+    x = res.solution()
     v = lp.value
 
     def kw(name: str) -> np.ndarray:

@@ -98,9 +98,9 @@ def _without_sinks(lp: SiteLP, p: Problem, res: LPResult, limit_s: float, backen
     note = ""
     for cold in (True, False):
         r = sinks.Restriction.none(lp.nc, lp.n)
-        cur = res
+        cur, failed = res, False
         for _ in range(MAX_SINK_ROUNDS):
-            found = sinks.find_sinks(lp, p, cur.x, r, cold=cold)
+            found = sinks.find_sinks(lp, p, cur.solution(), r, cold=cold)
             if _same(found, r):
                 break
             r = found
@@ -110,14 +110,14 @@ def _without_sinks(lp: SiteLP, p: Problem, res: LPResult, limit_s: float, backen
             spent += nxt.solve_s
             if not nxt.success:
                 note = f"the plan dumps energy the plant cannot absorb; re-solving without it: {nxt.status}"
-                cur = None
+                failed = True
                 break
             cur = nxt
-        if cur is None:
+        if failed:
             continue
         if cur is res:
             return res, ""
-        if _same(sinks.find_sinks(lp, p, cur.x, r, cold=cold), r) and (best is None or cur.objective < best.objective):
+        if _same(sinks.find_sinks(lp, p, cur.solution(), r, cold=cold), r) and (best is None or cur.objective < best.objective):
             best = cur
     if best is None:
         return res, note or f"the plan still dumps energy after {MAX_SINK_ROUNDS} re-solves"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.lp import LPArrays, SiteLP
 
 try:  # private scipy module: guarded, with the public milp as the fallback
@@ -45,7 +46,28 @@ class LPResult:
 
     @property
     def success(self) -> bool:
+        """Whether the solve reached an optimum and carries its solution vector."""
         return self.status == "optimal" and self.x is not None
+
+    def solution(self) -> np.ndarray:
+        """Return the solution vector ``x``.
+
+        Returns
+        -------
+        array
+            One value per LP column (the LP's own units: MW, MWh, degC; see ``SiteLP``).
+
+        Raises
+        ------
+        OptimizerError
+            If the solve produced no solution (status ``error``, ``infeasible``, ...); read
+            it only from a result whose :attr:`success` holds.
+        """
+        if self.x is None:
+            msg = (f"LP result has no solution (status {self.status!r}: {self.message}); "
+                   "read x only from a result whose .success holds")
+            raise OptimizerError(msg)
+        return self.x
 
 
 def available_backends() -> tuple[str, ...]:

@@ -52,7 +52,7 @@ class Batch:
                    np.concatenate([b.series for b in batches]),
                    np.concatenate([b.value for b in batches]))
 
-    def take(self, index: np.ndarray) -> Batch:
+    def take(self, index: np.ndarray | slice) -> Batch:
         """Rows selected by a boolean mask or an index array."""
         return Batch(self.time_ns[index], self.series[index], self.value[index])
 

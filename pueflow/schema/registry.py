@@ -32,6 +32,16 @@ class Registry:
                ("register_max", np.float64, 0.0), ("jitter", np.float64, 0.0),
                ("max_gap_ns", np.int64, 0), ("max_kw", np.float64, np.inf),
                ("scale", np.float64, 1.0), ("signed", np.bool_, False))
+    # One array per _FIELDS entry, indexed by series id; set (and grown) by _grow.
+    site: np.ndarray
+    role: np.ndarray
+    kind: np.ndarray
+    register_max: np.ndarray
+    jitter: np.ndarray
+    max_gap_ns: np.ndarray
+    max_kw: np.ndarray
+    scale: np.ndarray
+    signed: np.ndarray
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

@@ -34,9 +34,11 @@ EXPECTED_QUALITY = {"gap": "gap", "spike": "spike", "duplicate": "duplicate", "l
                     "reset": "reset", "rollover": "rollover"}
 #: A register is not reset above this share of its maximum (it would read as a rollover).
 ROLLOVER_ZONE = 0.9
-FAULT_SCHEMA = {"time": pl.Datetime("ns", "UTC"), "site": pl.String, "device": pl.String,
-                "point": pl.String, "kind": pl.String, "expected_quality": pl.String,
-                "detail": pl.Float64}
+#: Columns of the fault frame (dtype instances, so the dict is ``dict[str, pl.DataType]``).
+FAULT_SCHEMA: dict[str, pl.DataType] = {
+    "time": pl.Datetime("ns", "UTC"), "site": pl.String(), "device": pl.String(),
+    "point": pl.String(), "kind": pl.String(), "expected_quality": pl.String(),
+    "detail": pl.Float64()}
 
 
 @dataclass

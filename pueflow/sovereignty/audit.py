@@ -41,9 +41,23 @@ def audit_path(cfg: Config) -> Path:
     return Path(DEFAULT_AUDIT_FILE)
 
 
-def _iso(t: datetime | None) -> str | None:
+def _iso(t: object) -> str | None:
+    """Return ``t`` as an ISO-8601 UTC string ending in ``Z``, or ``None`` for ``None``.
+
+    A naive datetime is taken as UTC (rows carry UTC times by contract).
+
+    Raises
+    ------
+    TypeError
+        If ``t`` is neither ``None`` nor a :class:`datetime.datetime` (a ``time`` column
+        that is not of polars type Datetime).
+    """
     if t is None:
         return None
+    if not isinstance(t, datetime):
+        msg = (f"audit entry: the 'time' column holds {type(t).__name__} {t!r}; "
+               "expected a polars Datetime column (UTC)")
+        raise TypeError(msg)
     if t.tzinfo is None:  # rows carry UTC times; a naive one is UTC by contract
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -34,7 +34,7 @@ def tuned_config_text(cfg: Any, site_id: str, overrides: dict[str, Any], note: s
     expected = want.model_dump()
     src = Path(cfg.source) if cfg.source else None
     if src is not None and src.is_file():
-        text = src.read_text(encoding="utf-8")
+        text: str | None = src.read_text(encoding="utf-8")
         for key, value in overrides.items():
             text = _edit(text, index, key, value) if text is not None else None
         if text is not None and _same(text, expected, parse_config):

@@ -93,7 +93,8 @@ class Evaluator:
         dt = self.base.step_h
         if r.steps is not None:
             wear_kwh = float(r.steps["battery_kw"].abs().sum()) * dt
-            import_peak = float(r.steps["grid_import_kw"].max() or 0.0)
+            top = r.steps["grid_import_kw"].max()  # None for an empty or all-null column
+            import_peak = float(top) if isinstance(top, int | float) else 0.0
         else:  # a partial result: what it does not tell is left at its lower bound
             wear_kwh = r.wear_cost / tuned_wear if tuned_wear > 0 else 0.0
             import_peak = r.peak_kw
@@ -136,9 +137,11 @@ def suggest(trial: Any, space: list[ParamSpec]) -> dict[str, Any]:
         if p.type == "categorical":
             out[p.key] = trial.suggest_categorical(p.key, p.choices)
         elif p.type == "int":
-            out[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+            low, high = p.bounds()
+            out[p.key] = trial.suggest_int(p.key, int(low), int(high), step=int(p.step or 1), log=p.log)
         else:
-            out[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+            low, high = p.bounds()
+            out[p.key] = trial.suggest_float(p.key, low, high, step=p.step, log=p.log)
     return out
 
 
