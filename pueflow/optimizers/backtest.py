@@ -118,7 +118,10 @@ def _history_arrays(model: SiteModel, history: pl.DataFrame) -> tuple[np.ndarray
 
 
 def engine_for(model: SiteModel) -> SiteDispatch:
-    """A :class:`SiteDispatch` for ``model``, its LP structures cached per site and settings."""
+    """Return a :class:`SiteDispatch` for ``model``, its LP structures cached per site and settings.
+
+    The cache holds at most 65 engines (cleared when full); a hit gets ``model`` set on it.
+    """
     k = (model.site_id, "|".join(str(v) for v in (
         model.spec.model_dump_json(), model.battery, model.pv_kwp, model.wind_kw, model.firm_it_kw,
         model.it_capacity_kw, model.import_limit_kw, model.timezone)))

@@ -77,11 +77,17 @@ def plane_values(p: Problem, c: int, heat_kw: np.ndarray, supply_c: np.ndarray) 
 
 def find_sinks(lp: SiteLP, p: Problem, x: np.ndarray, prev: Restriction | None = None,
                cold: bool = False) -> Restriction:
-    """Steps of solution ``x`` that dump energy, added to ``prev`` (a new object is returned).
+    """Find the steps of solution ``x`` that dump energy, added to ``prev``.
 
     Cooling that overshoots its model is pinned to the plane carrying it where the solution
-    sits, or with ``cold`` to the plane carrying it at the coldest supply the ramp can reach (where the
-    plant really consumes the most, which is what a plan that wants to consume is after).
+    sits, or with ``cold`` to the plane carrying it at the coldest supply the ramp can reach
+    (where the plant really consumes the most, which is what a plan that wants to consume is
+    after).
+
+    Returns
+    -------
+    Restriction
+        A new object (``prev`` is left unchanged); with nothing found it equals ``prev``.
     """
     n, nc = lp.n, lp.nc
     out = Restriction.none(nc, n) if prev is None else Restriction(

@@ -71,6 +71,7 @@ class LPResult:
 
 
 def available_backends() -> tuple[str, ...]:
+    """Return the solve routes this scipy build offers: ``("highs", "milp")`` or ``("milp",)``."""
     return ("highs", "milp") if _hc is not None else ("milp",)
 
 
@@ -84,7 +85,11 @@ def _status_name(ms) -> str:
 
 
 def _warm_basis(lp: SiteLP, a: LPArrays, step_ns: int):
-    """The last optimal basis of ``lp`` moved to ``a``'s start time, or None."""
+    """Return the last optimal basis of ``lp`` moved to ``a``'s start time, or ``None``.
+
+    ``None`` when there is no basis yet or ``a`` does not start a whole number of steps
+    (``step_ns`` [ns]) within the horizon after it.
+    """
     if lp.last_basis is None or step_ns <= 0:
         return None
     t_prev, cols, rows = lp.last_basis

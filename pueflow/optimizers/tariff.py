@@ -19,8 +19,11 @@ from pueflow.optimizers.assets import SiteModel
 
 @dataclass(frozen=True)
 class Calendar:
-    """Local clock of each step: hour of day [h, fractional], month 1-12, weekday 0=Mon,
-    local date [days since 1970-01-01]."""
+    """Local clock of each step.
+
+    Hour of day [h, fractional], month 1-12, weekday 0 = Monday and local date
+    [days since 1970-01-01].
+    """
 
     hour: np.ndarray
     month: np.ndarray
@@ -47,6 +50,7 @@ class Signals:
     import_limit_kw: np.ndarray
 
     def slice(self, i: int, j: int) -> Signals:
+        """Return steps ``i`` to ``j`` (exclusive) as new signals (views, not copies)."""
         return Signals(*(getattr(self, f)[i:j] for f in self.__dataclass_fields__))
 
 

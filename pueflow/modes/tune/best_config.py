@@ -170,7 +170,16 @@ def _split_value(rest: str) -> tuple[str | None, str]:
 
 # ------------------------------------------------------------------ writing a config from data
 def literal(v: Any) -> str:
-    """A TOML literal for a scalar or an inline array."""
+    """Return ``v`` as a TOML literal (a scalar, an inline array or an inline table).
+
+    Floats keep a decimal point (``2.0``) and map NaN/inf to ``nan``/``inf``; a ``None``
+    inside a table is left out (TOML has no null).
+
+    Raises
+    ------
+    TypeError
+        ``v`` (or an item in it) has a type TOML cannot hold, e.g. ``None`` or a set.
+    """
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):

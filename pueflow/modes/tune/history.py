@@ -73,7 +73,34 @@ def _columns(path: Path) -> list[str]:
 
 def load_history(cfg: Any, site: Any, model: SiteModel, path: str | Path, *,
                  progress: bool = False) -> History:
-    """The history of ``site`` in ``path`` (see the module doc for what ``path`` may be)."""
+    """Load the backtest history of ``site`` from ``path`` (detected from its columns).
+
+    Parameters
+    ----------
+    cfg : Config
+        The whole config (telemetry is replayed through it).
+    site : Site
+        The config site being tuned.
+    model : SiteModel
+        Its dispatch model (step, jobs, ambient default).
+    path : str or Path
+        A history frame, window rows (``truth.parquet``, a Parquet store or a folder
+        holding either) or telemetry; see the module doc.
+    progress : bool
+        Show the replay's progress bar (telemetry only).
+
+    Returns
+    -------
+    History
+        Rows at the dispatch step: ``time`` (UTC), ``pv_kw``, ``wind_kw``, ``it_kw`` (firm)
+        [kW] and ``ambient_c`` [degC], with its source and the count of filled steps.
+
+    Raises
+    ------
+    InputFormatError
+        ``path`` does not exist, holds none of the forms above, holds several runs or no
+        rows of the site, or has fewer than two full dispatch steps.
+    """
     p = Path(path)
     if not p.exists():
         raise InputFormatError(str(p), "no such file or directory; give a history frame, the "

@@ -48,7 +48,20 @@ def resolve_space(site: Any, spec: TuneSpec, source: str = "tune") -> dict[str, 
 
 
 def default_value(site: Any, key: str) -> Any:
-    """The site's configured value at an override ``key`` (None when unset)."""
+    """Return the site's configured value at an override ``key``.
+
+    Parameters
+    ----------
+    site : Site
+        A config site; its ``[sites.dispatch]`` section is read.
+    key : str
+        Dotted override key, list items by index (``cooling.0.supply_max_c``).
+
+    Returns
+    -------
+    Any
+        The value in the section's own unit; ``None`` when the key is unset.
+    """
     node: Any = site.dispatch.model_dump()
     for part in key.split("."):
         node = node[int(part)] if isinstance(node, list) else node.get(part)
@@ -117,6 +130,19 @@ class Evaluator:
         return {k: float(v) for k, v in out.items()}
 
     def score(self, m: dict[str, float]) -> float:
+        """Return the objective value of metrics ``m``: the weighted sum the spec names.
+
+        Parameters
+        ----------
+        m : dict of str to float
+            Metrics from :meth:`metrics`.
+
+        Returns
+        -------
+        float
+            ``cost`` [currency] for objective ``cost``, ``co2_kg`` [kg] for ``co2``, else
+            the sum of ``weights[k] * m[k]``; lower is better.
+        """
         return float(sum(w * m[k] for k, w in self.spec.objective_weights().items()))
 
     def violations(self, m: dict[str, float]) -> dict[str, float]:
@@ -152,6 +178,27 @@ class Objective:
         self.ev, self.train, self.pruning = ev, train, pruning
 
     def __call__(self, trial: Any) -> float:
+        """Backtest the trial's settings over the train period and return their score.
+
+        The metrics, the overrides, the worker and the wall time are stored as trial user
+        attributes; constraint values too (feasible when <= 0).
+
+        Parameters
+        ----------
+        trial : optuna.Trial
+            Suggests one value per ``[[tune.space]]`` entry and receives a report per day.
+
+        Returns
+        -------
+        float
+            The score (:meth:`Evaluator.score`) of the whole train period.
+
+        Raises
+        ------
+        optuna.TrialPruned
+            A constraint was broken by the end of a day, or (with ``pruning``) the running
+            score was worse than the median of earlier trials at that day.
+        """
         import optuna
 
         ev = self.ev
@@ -206,10 +253,25 @@ def constraints_of(trial: Any) -> list[float]:
 
 
 def feasible(trial: Any) -> bool:
+    """Whether every stored constraint value of ``trial`` is <= 0 (true with none stored)."""
     return all(v <= 0 for v in trial.user_attrs.get("constraints", {}).values())
 
 
 def limits_only(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` without the LP weights: physical limits only (for the oracle bound)."""
+    """Drop the LP's weights from ``overrides``, keeping the physical limits only.
+
+    The oracle bound is computed with the site's own weights (:data:`WEIGHT_KEYS` and the
+    jobs' ``unmet_penalty_per_h``), so a tuned weight cannot move the bound.
+
+    Parameters
+    ----------
+    overrides : dict of str to Any
+        Dispatch overrides by override key.
+
+    Returns
+    -------
+    dict of str to Any
+        A new dict; ``overrides`` is left unchanged.
+    """
     return {k: v for k, v in overrides.items()
             if k not in WEIGHT_KEYS and not k.endswith(".unmet_penalty_per_h")}

@@ -41,18 +41,43 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
+        """``"yes"`` when no constraint is broken, else ``"no: "`` and each excess."""
         if not self.broken:
             return "yes"
         return "no: " + ", ".join(f"{k} +{v:.3g}" for k, v in self.broken.items())
 
 
 def num(v: float) -> str:
-    """A score for a table: thousands separated when large."""
+    """Format a score for a table: whole and thousands-separated from 1e4 up, else 6 digits."""
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:,.6g}"
 
 
 @dataclass
 class ReportData:
+    """Everything :func:`render` shows.
+
+    Attributes
+    ----------
+    title, study, storage, objective, currency : str
+        Page title, study name, storage label, objective name, currency code.
+    input_desc, periods : str
+        What the history was and how it was split (train and validation spans).
+    trials : list of optuna.trial.FrozenTrial
+        Every trial of the study.
+    space : list of ParamSpec
+        The ``[[tune.space]]`` entries.
+    best : FrozenTrial or None
+        The best feasible trial; ``None`` when there is none yet.
+    defaults : dict of str to Any
+        Configured value per space key.
+    comparisons : list of Comparison
+        Best, configured, rule and oracle scores per period.
+    notes, outcome : list of str
+        Warnings shown as notes; plain sentences on savings and the gap to the oracle.
+    score_unit : str
+        Unit of the score (``EUR``, ``kg CO2``); empty for a weighted objective.
+    """
+
     title: str
     study: str
     storage: str
@@ -120,7 +145,7 @@ def _png(fig: Any) -> str:
 
 
 def _figure(w: float, h: float, n: int = 1, cols: int = 1) -> tuple[Any, Any]:
-    """A figure of ``n`` panels of ``w`` x ``h`` inches in ``cols`` columns."""
+    """Return a figure of ``n`` panels of ``w`` x ``h`` [in] in ``cols`` columns, and its axes (flat)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -132,6 +157,15 @@ def _figure(w: float, h: float, n: int = 1, cols: int = 1) -> tuple[Any, Any]:
 
 
 def chart_history(trials: list[Any]) -> str:
+    """Chart each trial's score by trial number, with the best feasible score so far.
+
+    Infeasible trials are crossed; pruned ones show their last reported (partial) score.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64,...`` URI.
+    """
     fig, (ax,) = _figure(8, 3.6)
     ok = [t for t in trials if t.state.name == "COMPLETE" and feasible(t)]
     bad = [t for t in trials if t.state.name == "COMPLETE" and not feasible(t)]
@@ -158,6 +192,13 @@ def chart_history(trials: list[Any]) -> str:
 
 
 def chart_importance(imp: dict[str, float]) -> str:
+    """Chart parameter importances as horizontal bars (first key on top).
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64,...`` URI.
+    """
     fig, (ax,) = _figure(7, 0.45 * max(len(imp), 2) + 0.8)
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names], color="#2ca02c")
@@ -193,7 +234,7 @@ def chart_slices(trials: list[Any], space: list[Any]) -> str:
 
 
 def short(v: float) -> str:
-    """An axis tick: at most about four characters (``12.3k``, ``1.2M``, ``0.25``)."""
+    """Format an axis tick in about four characters (``12.3k``, ``1.2M``, ``0.25``)."""
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
             return f"{v / div:.3g}{suffix}"
@@ -251,7 +292,20 @@ def _why_failed(t: Any) -> str:
 
 
 def render(d: ReportData, study: Any = None) -> str:
-    """The report's HTML."""
+    """Return the report as one self-contained HTML page (charts inlined).
+
+    Parameters
+    ----------
+    d : ReportData
+        What to show.
+    study : optuna.Study, optional
+        Lets Optuna's importance evaluator run (:func:`importances`).
+
+    Returns
+    -------
+    str
+        The HTML text; every value from the study or the config is HTML-escaped.
+    """
     e = html.escape
     states: dict[str, int] = {}
     for t in d.trials:
