@@ -40,7 +40,7 @@ def tune_site(cfg: Any) -> tuple[Any | None, list[Problem]]:
 
 
 def site_space(site: Any, spec: TuneSpec) -> tuple[dict[str, str], list[Problem]]:
-    """Each space key as ``site``'s override key (list items by index), and the problems.
+    """Map each space key to ``site``'s override key (list items by index), with the problems.
 
     Every bound and choice is set alone into the site's ``[sites.dispatch]`` and validated,
     so a space that can only make invalid settings is refused before the first trial.

@@ -69,7 +69,7 @@ def _field_expr(name: str, dtype: pl.DataType) -> pl.Expr | None:
 
 def to_lines(measurement: str, df: pl.DataFrame, extra_tags: dict[str, str] | None = None
              ) -> list[str]:
-    """Line-protocol strings of the rows of one measurement (see module docstring).
+    """Encode the rows of one measurement as line-protocol strings (see the module doc).
 
     Tags are the measurement's tag columns (:mod:`pueflow.schema.rows`) present in ``df``;
     every other column except ``time`` is a field. Timestamps are ns since the epoch.

@@ -277,7 +277,7 @@ class FrameForecaster:
         self._cols = {c: v[order][last] for c, v in merged.items()}
 
     def lookup(self, column: str, time_ns: np.ndarray) -> np.ndarray:
-        """Values of ``column`` at ``time_ns`` (NaN where absent)."""
+        """Return the values of ``column`` at exactly ``time_ns`` [int64 ns, UTC] (NaN where absent)."""
         out = np.full(len(time_ns), np.nan)
         if column not in self._cols or not len(self._t):
             return out

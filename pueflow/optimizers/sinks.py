@@ -71,7 +71,7 @@ def loop_heat_kw(lp: SiteLP, p: Problem, x: np.ndarray) -> np.ndarray:
 
 
 def plane_values(p: Problem, c: int, heat_kw: np.ndarray, supply_c: np.ndarray) -> np.ndarray:
-    """Each plane of loop ``c`` at (heat, supply) per step [kW_e], shape (N, K)."""
+    """Evaluate each plane of loop ``c`` at (heat [kW], supply [degC]) per step [kW_e], shape (N, K)."""
     return p.plane_a[c] * heat_kw[:, None] + p.plane_g[c] * supply_c[:, None] + p.plane_h[c]
 
 

@@ -74,7 +74,11 @@ class Registry:
         self._cap = cap
 
     def id(self, site: str, device: str, point: str) -> int:
-        """Series id of one key, registering it on first sight."""
+        """Return the series id of one key, registering it on first sight.
+
+        A new key gets the next id and its meter parameters from the first matching rule of
+        its site; an unknown site or an unmatched key keeps ``role == -1``.
+        """
         key = (site, device, point)
         sid = self._ids.get(key)
         if sid is not None:
@@ -102,7 +106,7 @@ class Registry:
         return sid
 
     def ids(self, keys: list[tuple[str, str, str]]) -> np.ndarray:
-        """Series ids of many keys (call with the *distinct* keys of a chunk)."""
+        """Return the int32 series ids of many keys (call with the *distinct* keys of a chunk)."""
         return np.fromiter((self.id(*k) for k in keys), np.int32, count=len(keys))
 
     def find(self, site: str, device: str, point: str) -> int | None:
@@ -123,10 +127,14 @@ class Registry:
         return self._rank
 
     def order(self) -> np.ndarray:
-        """Series ids in canonical (key-sorted) order."""
+        """Return the series ids in canonical (key-sorted) order, as int32."""
         return np.argsort(self.rank(), kind="stable").astype(np.int32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Parameter arrays trimmed to the registered series (views, for kernels)."""
+        """Return the parameter arrays trimmed to the registered series (views, for kernels).
+
+        Keys are the field names (``site``, ``role``, ``kind``, ``register_max``, ...);
+        a view changes when its series' parameters do, and is stale after a series is added.
+        """
         n = len(self.keys)
         return {name: getattr(self, name)[:n] for name, _, _ in self._FIELDS}

@@ -210,7 +210,15 @@ class FaultInjector:
                      np.empty(0, np.float64))
 
     def plan(self, g0: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(codes (n, series) int8, parameter uniforms (n, series))."""
+        """Draw the faults of ``n`` samples starting at global sample ``g0``.
+
+        Returns
+        -------
+        codes : array of int8, shape (n, series)
+            Fault code per sample and series (0 = none; all 0 when faults are disabled).
+        u2 : array, shape (n, series)
+            Uniform draws that size each fault.
+        """
         s = len(self.table)
         codes = np.zeros((n, s), np.int8)
         if not self.enabled:
@@ -291,7 +299,7 @@ class FaultInjector:
 
 
 def frame(site: str, table: SeriesTable, rows: Emitted) -> pl.DataFrame:
-    """Canonical long form (time, site, device, point, value) of emitted rows."""
+    """Return emitted rows in canonical long form: time (UTC), site, device, point, value."""
     n = len(rows.time_ns)
     dev = pl.Series("device", table.device, dtype=pl.Enum(sorted(set(table.device))))
     pts = pl.Series("point", table.point, dtype=pl.Enum(sorted(set(table.point))))

@@ -65,7 +65,20 @@ def _iso(t: object) -> str | None:
 
 def entry(*, sink: str, sink_jurisdiction: str, sources: list[str], measurement: str,
           rows: pl.DataFrame, written_at: datetime) -> dict[str, Any]:
-    """One audit record for ``rows`` of ``measurement`` that left ``sources`` for ``sink``."""
+    """Build one audit record for ``rows`` of ``measurement`` that left ``sources`` for ``sink``.
+
+    Returns
+    -------
+    dict
+        ``written_at`` (ISO UTC), sink and jurisdictions, measurement, the distinct sites,
+        scopes and windows (when the rows have those columns), the row count and the rows'
+        ``time_min``/``time_max`` (``None`` without a ``time`` column or with no rows).
+
+    Raises
+    ------
+    TypeError
+        The ``time`` column is not of polars type Datetime.
+    """
     rec: dict[str, Any] = {
         "written_at": _iso(written_at),
         "sink": sink,
@@ -121,7 +134,7 @@ class AuditLog:
 
 
 def read_audit(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of an audit log, oldest first (empty if the file does not exist)."""
+    """Read every record of an audit log, oldest first (empty if the file does not exist)."""
     p = Path(path)
     if not p.exists():
         return []

@@ -81,7 +81,10 @@ class Evaluator:
         self.base = site_model(self.site)
 
     def overrides(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Optuna params (by space key) -> dispatch overrides."""
+        """Turn Optuna params (by space key) into dispatch overrides (by override key).
+
+        Durations get their unit (``12`` -> ``"12h"``); params not in the space are dropped.
+        """
         by_key = {p.key: p for p in self.spec.space}
         return {self.keys[k]: by_key[k].value(v) for k, v in params.items() if k in by_key}
 
@@ -95,7 +98,7 @@ class Evaluator:
         return res, self.metrics(res, ov)
 
     def metrics(self, r: BacktestResult, overrides: dict[str, Any]) -> dict[str, float]:
-        """Scalar metrics of ``r`` at the configured prices (see the module doc).
+        """Return the scalar metrics of ``r`` at the configured prices (see the module doc).
 
         ``cost`` [currency] is the sum of its parts ``energy_cost``, ``demand_cost``,
         ``carbon_cost``, ``wear_cost``, ``other_cost`` (DR penalties - export revenue) and
@@ -146,7 +149,11 @@ class Evaluator:
         return float(sum(w * m[k] for k, w in self.spec.objective_weights().items()))
 
     def violations(self, m: dict[str, float]) -> dict[str, float]:
-        """Constraint values (feasible when <= 0), Optuna's convention."""
+        """Return the constraint values of metrics ``m``; feasible when all are <= 0 (Optuna's way).
+
+        ``unmet_h`` [full-power h] is always there (with :data:`UNMET_TOL_H` of slack);
+        ``peak_kw`` [kW] and ``chip_violations`` [steps] only when the spec limits them.
+        """
         s = self.spec
         out = {"unmet_h": m["unmet_h"] - s.max_unmet_h - UNMET_TOL_H}
         if s.max_peak_kw is not None:
@@ -248,7 +255,7 @@ def _fmt(d: dict[str, float]) -> str:
 
 
 def constraints_of(trial: Any) -> list[float]:
-    """Constraint values of a finished trial (Optuna < 5's ``constraints_func``)."""
+    """Return the stored constraint values of a finished trial (Optuna < 5's ``constraints_func``)."""
     return list(trial.user_attrs.get("constraints", {}).values())
 
 

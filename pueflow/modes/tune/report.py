@@ -96,7 +96,21 @@ class ReportData:
 
 
 def importances(trials: list[Any], names: list[str], study: Any = None) -> tuple[dict[str, float], str]:
-    """Parameter importances and how they were computed."""
+    """Rank the parameters by importance and say how.
+
+    With ``study`` and at least :data:`MIN_TRIALS_IMPORTANCE` complete trials, Optuna's
+    evaluator; else (or if it fails) the absolute Spearman correlation of each parameter
+    with the score (categorical values ranked by their text). Fewer than 3 complete trials
+    give no ranking.
+
+    Returns
+    -------
+    importances : dict of str to float
+        Importance per parameter name, summing to 1 unless every one is 0 (empty when
+        not ranked).
+    how : str
+        One sentence on the method, for the report.
+    """
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     if study is not None and len(done) >= MIN_TRIALS_IMPORTANCE:
         import optuna
@@ -242,7 +256,7 @@ def short(v: float) -> str:
 
 
 def chart_comparison(rows: list[Comparison], currency: str = "") -> str:
-    """One panel per metric, one dot per setting or policy and period (validation hollow).
+    """Chart one panel per metric, one dot per setting or policy and period (validation hollow).
 
     Ticks are short (``12.3k``) and few, so large costs do not run into each other.
     """
