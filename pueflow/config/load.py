@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from pueflow.config.models import Config
 from pueflow.config.routing import route_problems
@@ -44,7 +45,7 @@ def _value_at(loc: tuple[Any, ...], data: Any) -> Any:
     return node
 
 
-def _fix_for(err: dict[str, Any], model_fields: list[str]) -> str:
+def _fix_for(err: ErrorDetails, model_fields: list[str]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         name = str(err["loc"][-1])

@@ -217,9 +217,13 @@ def _allow_problems(cfg: Config) -> list[tuple[str, object, str]]:
 
 
 def route_problems(cfg: Config) -> list[tuple[str, object, str]]:
-    """Every route in ``cfg`` that would carry data across a border against the rules.
+    """List every route in ``cfg`` that would carry data across a border against the rules.
 
-    Each problem is (config key, value, message naming the site, the sink and the rule).
+    Returns
+    -------
+    list of (str, object, str)
+        One (config key, value, message naming the site, the sink and the rule) per
+        problem; empty when every route is allowed.
     """
     problems = _allow_problems(cfg)
     juris = {s.id: s.jurisdiction for s in cfg.sites}

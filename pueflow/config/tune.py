@@ -224,6 +224,20 @@ class ParamSpec(_Spec):
             raise ValueError(msg)
         return self
 
+    def bounds(self) -> tuple[float, float]:
+        """Return ``(low, high)`` of a float or int entry (in the entry's own unit).
+
+        Raises
+        ------
+        ValueError
+            For a categorical entry, which has choices instead of bounds (numeric entries
+            always have both: the model validator requires them).
+        """
+        if self.low is None or self.high is None:
+            msg = f"{self.key!r}: a {self.type} entry has no low/high; read its choices instead"
+            raise ValueError(msg)
+        return self.low, self.high
+
     def value(self, raw: Any) -> Any:
         """Return the dispatch value for a sampled ``raw``.
 

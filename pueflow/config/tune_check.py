@@ -40,7 +40,7 @@ def tune_site(cfg: Any) -> tuple[Any | None, list[Problem]]:
 
 
 def site_space(site: Any, spec: TuneSpec) -> tuple[dict[str, str], list[Problem]]:
-    """Each space key as ``site``'s override key (list items by index), and the problems.
+    """Map each space key to ``site``'s override key (list items by index), with the problems.
 
     Every bound and choice is set alone into the site's ``[sites.dispatch]`` and validated,
     so a space that can only make invalid settings is refused before the first trial.
@@ -91,7 +91,8 @@ def _extremes(p: ParamSpec) -> list[tuple[str, Any]]:
     if p.type == "categorical":
         return [(f"choices[{j}]", c) for j, c in enumerate(p.choices)]
     cast = int if p.type == "int" else float
-    return [("low", cast(p.low)), ("high", cast(p.high))]
+    low, high = p.bounds()
+    return [("low", cast(low)), ("high", cast(high))]
 
 
 def _index_key(data: dict[str, Any], key: str) -> str:

@@ -69,7 +69,7 @@ def _field_expr(name: str, dtype: pl.DataType) -> pl.Expr | None:
 
 def to_lines(measurement: str, df: pl.DataFrame, extra_tags: dict[str, str] | None = None
              ) -> list[str]:
-    """Line-protocol strings of the rows of one measurement (see module docstring).
+    """Encode the rows of one measurement as line-protocol strings (see the module doc).
 
     Tags are the measurement's tag columns (:mod:`pueflow.schema.rows`) present in ``df``;
     every other column except ``time`` is a field. Timestamps are ns since the epoch.
@@ -80,9 +80,9 @@ def to_lines(measurement: str, df: pl.DataFrame, extra_tags: dict[str, str] | No
     head: list[pl.Expr] = [pl.lit(escape_measurement(measurement))]
     for t in sorted(set(tags) | set(extra_tags or {})):
         if t in (extra_tags or {}):
-            v = (extra_tags or {})[t]
-            if v:
-                head.append(pl.lit(f",{escape_key(t)}=") + escape_key_expr(pl.lit(v)))
+            fixed = (extra_tags or {})[t]
+            if fixed:
+                head.append(pl.lit(f",{escape_key(t)}=") + escape_key_expr(pl.lit(fixed)))
             continue
         v = pl.col(t).cast(pl.Utf8)
         head.append(pl.when(v.is_not_null() & (v != "")).then(
@@ -173,6 +173,7 @@ class InfluxSink:
 
     @property
     def pending_rows(self) -> int:
+        """Rows buffered by :meth:`write` and not yet accepted by the store."""
         return self._n_pending
 
     # -- I/O
@@ -198,11 +199,11 @@ class InfluxSink:
         while True:
             try:
                 self._post(chunk)
-                self.rows_written += len(chunk)
-                return
             except _Skip as exc:
                 self.rejected_rows += len(chunk)
-                log.error("sink %s rejected %d rows (HTTP %s): %s; skipping them",
+                # an expected HTTP answer, not a fault of ours: the status and body say it all,
+                # a traceback would only bury them
+                log.error("sink %s rejected %d rows (HTTP %s): %s; skipping them",  # noqa: TRY400
                           self.name, len(chunk), exc.status, exc.body[:500])
                 return
             except _Retry as exc:
@@ -222,6 +223,9 @@ class InfluxSink:
                 log.warning("sink %s: %s; retry %d in %.2f s", self.name, exc, attempt, delay)
                 self._sleep(delay)
                 waited += delay
+            else:
+                self.rows_written += len(chunk)
+                return
 
     def _http_post(self, lines: list[str]) -> None:
         from influxdb_client.rest import ApiException
@@ -234,7 +238,8 @@ class InfluxSink:
             status = int(exc.status or 0)
             body = str(exc.body or exc.reason or "")
             if status in RETRY_STATUS or status >= 500 or status == 0:
-                raise _Retry(f"HTTP {status} {exc.reason}", _retry_after(exc.headers)) from None
+                why = f"HTTP {status} {exc.reason}"
+                raise _Retry(why, _retry_after(exc.headers)) from None
             if status in SKIP_STATUS:
                 raise _Skip(status, body) from None
             msg = (f"sink {self.name!r}: HTTP {status} {exc.reason}: {body[:300]}; check the "
@@ -257,6 +262,10 @@ class InfluxSink:
         return self._api
 
     def close(self) -> None:
+        """Close the HTTP client; rows still buffered are logged as unwritten, not posted.
+
+        Call :meth:`flush` first to write them. Closing twice is harmless.
+        """
         if self._pending:
             log.warning("sink %s closed with %d unwritten rows (they were not committed)",
                         self.name, self._n_pending)

@@ -2,8 +2,8 @@
 
 Each row becomes one Telegraf-style JSON message, so the same decoders read it back:
 ``{"name": measurement, "tags": {...}, "fields": {...}, "timestamp": ns}`` (timestamps
-in ns), built by the same envelope as :func:`~pueflow.connectors.wire.encode_json`. The key is the site, so a site's setpoints stay ordered. Delivery is
-at-least-once: a consumer of this topic treats (measurement, tags, timestamp) as the
+in ns), built by the same envelope as :func:`~pueflow.connectors.wire.encode_json`. The
+key is the site, so a site's setpoints stay ordered. Delivery is at-least-once: a consumer of this topic treats (measurement, tags, timestamp) as the
 identity, as the time-series store does.
 """
 
@@ -23,15 +23,31 @@ if TYPE_CHECKING:
 
 
 def to_messages(measurement: str, df: pl.DataFrame) -> list[tuple[bytes, bytes]]:
-    """(key, JSON payload) per row in Telegraf's envelope (:func:`.telegraf_json.envelope`);
-    null and non-finite fields are left out, and so is a row with no field left."""
+    """Encode the rows of one measurement as Kafka messages in Telegraf's JSON envelope.
+
+    Parameters
+    ----------
+    measurement : str
+        Measurement name written as ``"name"``; its tag columns (:mod:`pueflow.schema.rows`)
+        present in ``df`` become ``"tags"``, the other columns except ``time`` ``"fields"``.
+    df : polars.DataFrame
+        Rows with a UTC ``time`` column.
+
+    Returns
+    -------
+    list of (bytes, bytes)
+        ``(key, JSON payload)`` per row (see :func:`.telegraf_json.envelope`); the key is the
+        site (else the scope, else empty), timestamps are in [ns]. Null and non-finite
+        fields are left out, empty tag values too, and so is a row with no field left; an
+        empty frame gives an empty list.
+    """
     if df.height == 0:
         return []
     tags = [c for c in rw.tag_columns(measurement) if c in df.columns]
     parts = [e for c in rw.field_columns(measurement, df)
              if (e := member(c, c, df.schema[c])) is not None]
     fields = members(parts)
-    tag_parts = [pl.when(pl.col(t).cast(pl.String) != "").then(
+    tag_parts: list[pl.Expr] = [pl.when(pl.col(t).cast(pl.String) != "").then(
         pl.lit(jstr(t) + ":") + quoted(pl.col(t))) for t in tags]
     ts = pl.col(rw.TIME).cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").cast(pl.String)
     key = pl.coalesce([pl.when(pl.col(c).cast(pl.String) != "").then(pl.col(c).cast(pl.String))
@@ -83,9 +99,17 @@ class KafkaSink:
         self._futures.append((self._get().send(self.topic, key=key, value=value), key, value))
 
     def flush(self) -> None:
-        """Return when every row sent so far is acknowledged. Rows the broker refused are
-        sent again and :class:`SinkBackpressure` is raised, so the caller waits and calls
-        ``flush`` again; nothing is dropped."""
+        """Wait (up to ``timeout_s`` [s]) until every row sent so far is acknowledged.
+
+        Rows the broker refused are sent again and rows still unacknowledged stay pending;
+        either way :class:`SinkBackpressure` is raised so the caller waits and calls
+        ``flush`` again. Nothing is dropped; with nothing sent it returns at once.
+
+        Raises
+        ------
+        SinkBackpressure
+            Some rows were not acknowledged (``retry_after`` = 1 s); they are kept.
+        """
         if not self._futures:
             return
         self._get().flush(timeout=self.timeout_s)
@@ -105,6 +129,7 @@ class KafkaSink:
             raise SinkBackpressure(msg, retry_after=1.0)
 
     def close(self) -> None:
+        """Close the producer this sink built (a shared one is left open); idempotent."""
         if self._producer is not None and self._own:
             self._producer.close(timeout=self.timeout_s)
             self._producer = None

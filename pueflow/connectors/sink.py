@@ -46,7 +46,7 @@ class Sink(Protocol):
 
 
 def build_sinks(cfg: Config, run: str = "") -> list[Sink]:
-    """One sink per ``[[sinks]]`` entry of ``cfg``, in order.
+    """Build one sink per ``[[sinks]]`` entry of ``cfg``, in order.
 
     Constructors: ``ParquetStore(path, name=)``, ``InfluxSink(spec, run=)``,
     ``KafkaSink(spec, cfg.kafka)``; the latter two are imported only when configured, so

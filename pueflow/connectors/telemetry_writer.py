@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import polars as pl
 import pyarrow as pa
@@ -75,7 +75,10 @@ class TelemetryWriter:
                                         use_dictionary=list(KEY_COLUMNS), write_statistics=True)
         else:
             gz = self.path.suffix.lower() == ".gz"
-            self._fh = gzip.open(self.path, "wb", compresslevel=6) if gz else open(self.path, "wb")  # noqa: SIM115
+            # typeshed types GzipFile as a BufferedIOBase only, though it is a full binary file
+            # object (write, flush, close): cast it to the IO[bytes] polars' write_csv takes
+            self._fh = (cast(IO[bytes], gzip.open(self.path, "wb", compresslevel=6)) if gz  # noqa: SIM115
+                        else open(self.path, "wb"))  # noqa: SIM115
 
     def write(self, df: pl.DataFrame) -> None:
         """Append the rows of ``df`` (columns time, site, device, point, value)."""

@@ -70,4 +70,6 @@ def _compare_with_truth(kpi: pl.DataFrame, truth: pl.DataFrame) -> None:
     if both.height == 0:
         return
     err = ((both["pue_pipeline"] - both["pue_truth"]).abs() / both["pue_truth"]).max()
+    if not isinstance(err, float):  # every day had a null PUE (no IT energy): nothing to say
+        return
     print(f"daily PUE vs simulator truth (meter faults on): worst relative error {err:.3%}")

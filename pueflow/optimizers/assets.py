@@ -23,6 +23,26 @@ from pueflow.optimizers import plant
 
 @dataclass(frozen=True)
 class Battery:
+    """A site battery, resolved from ``[sites.dispatch.battery]`` and the plant description.
+
+    Attributes
+    ----------
+    energy_kwh : float
+        Usable capacity [kWh].
+    charge_kw, discharge_kw : float
+        Power limits [kW].
+    eta_charge, eta_discharge : float
+        One-way efficiencies [-] (the square root of the round trip when not given).
+    self_discharge_per_h : float
+        Share of the stored energy lost per hour [1/h].
+    e_min_kwh, e_max_kwh, e_init_kwh, e_terminal_kwh : float
+        State-of-charge bounds, start and end target [kWh].
+    terminal_penalty_per_kwh : float
+        Cost of ending below ``e_terminal_kwh`` [currency/kWh].
+    wear_per_kwh : float
+        Cost per kWh charged or discharged [currency/kWh].
+    """
+
     energy_kwh: float
     charge_kw: float
     discharge_kw: float
@@ -39,6 +59,29 @@ class Battery:
 
 @dataclass(frozen=True)
 class Job:
+    """A flexible IT job: a daily window, an amount of work and a concave throughput curve.
+
+    Attributes
+    ----------
+    name : str
+    max_kw, idle_kw : float
+        Power at full speed and when idle [kW].
+    start_h, end_h : float
+        Local clock hours of its daily window [h].
+    work_h : float
+        Work due by the end of the window [full-power h].
+    ramp_kw_per_h : float
+        Largest power change per hour [kW/h]; ``inf`` for no limit.
+    alpha_per_kw, beta : array
+        Slope [1/kW] and intercept [-] of each segment of the throughput curve.
+    widths_kw : array
+        Power span of each segment [kW].
+    penalty_per_h : float
+        Cost of each hour of work left undone [currency/h].
+    heat_share : array
+        Share of its heat that each cooling loop carries [-].
+    """
+
     name: str
     max_kw: float
     idle_kw: float
@@ -52,14 +95,51 @@ class Job:
     penalty_per_h: float
     heat_share: np.ndarray  # share of its heat per loop
 
-    def rate(self, power_kw: np.ndarray) -> np.ndarray:
-        """Work rate [full-power h per h] of the concave curve at ``power_kw``."""
+    def rate(self, power_kw: float | np.ndarray) -> np.ndarray:
+        """Return the work rate [full-power h per h] of the concave curve at ``power_kw``.
+
+        Parameters
+        ----------
+        power_kw : float or array [kW]
+            Power drawn by the job; any shape.
+
+        Returns
+        -------
+        array [full-power h per h]
+            Same shape as ``power_kw`` (0-d for a scalar): the lowest segment line
+            ``alpha_per_kw * p + beta``, never below 0.
+        """
         p = np.asarray(power_kw, np.float64)[..., None]
         return np.maximum(np.min(self.alpha_per_kw * p + self.beta, axis=-1), 0.0)
 
 
 @dataclass(frozen=True)
 class Loop:
+    """A cooling loop with its supply-temperature band and its plant parameters.
+
+    Attributes
+    ----------
+    name : str
+    heat_share : float
+        Share of the IT heat it carries [-].
+    supply_min_c, supply_max_c, nominal_c : float
+        Supply temperature band and nominal setpoint [degC].
+    ramp_c_per_h : float
+        Largest supply change per hour [K/h].
+    chip_limit_c : float
+        Hard chip temperature limit, enforced by the safety layer [degC].
+    chip_plan_c : float
+        The limit plans are made against: the hard limit minus a margin [degC].
+    rho_c_per_kw : float
+        Chip temperature rise over supply per kW of heat [K/kW].
+    chiller : bool
+        Whether a chiller can carry heat the dry coolers cannot.
+    params : array
+        Plant parameter vector of :func:`~pueflow.optimizers.plant.loop_params`.
+    heat_max_kw : float
+        Design heat [kW].
+    """
+
     name: str
     heat_share: float
     supply_min_c: float
@@ -104,14 +184,17 @@ class SiteModel:
 
     @property
     def step_h(self) -> float:
+        """Dispatch step [h]."""
         return self.step_s / 3600.0
 
     @property
     def step_ns(self) -> int:
+        """Dispatch step [ns], rounded to a whole ns."""
         return int(round(self.step_s * 1e9))
 
     @property
     def max_price(self) -> float:
+        """Highest energy price of the tariff, default or any period [currency/kWh]."""
         t = self.spec.tariff
         return max([t.default_price_per_kwh, *(p.price_per_kwh for p in t.periods)])
 

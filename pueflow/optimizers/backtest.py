@@ -119,7 +119,10 @@ def _history_arrays(model: SiteModel, history: pl.DataFrame) -> tuple[np.ndarray
 
 
 def engine_for(model: SiteModel) -> SiteDispatch:
-    """A :class:`SiteDispatch` for ``model``, its LP structures cached per site and settings."""
+    """Return a :class:`SiteDispatch` for ``model``, its LP structures cached per site and settings.
+
+    The cache holds at most 65 engines (cleared when full); a hit gets ``model`` set on it.
+    """
     k = (model.site_id, "|".join(str(v) for v in (
         model.spec.model_dump_json(), model.battery, model.pv_kwp, model.wind_kw, model.firm_it_kw,
         model.it_capacity_kw, model.import_limit_kw, model.timezone)))
@@ -213,6 +216,9 @@ def run_backtest(site: Any, history: pl.DataFrame, policy: str = "mpc",
             firm_fc[i:i + block] = p.firm_kw[:block]
             k0 = 0
             block = min(block, hn)
+        if plan is None:  # cannot happen: the oracle plans before the loop, the others above
+            msg = f"backtest: no plan at step {i} under policy {policy!r}; expected one of {POLICIES}"
+            raise OptimizerError(msg)
         for k in range(block):
             loop.step(i + k, setpoints_at(plan, k0 + k), float(firm_fc[i + k]))
         i += block

@@ -21,7 +21,7 @@ from pueflow.jit import njit
 @njit
 def soc_step(e_kwh: float, power_kw: float, dt_h: float, eta_charge: float, eta_discharge: float,
              self_discharge_per_h: float) -> float:
-    """Energy [kWh] at the end of a step of ``dt_h`` [h] at terminal power ``power_kw`` [kW, + charge].
+    """Return the energy [kWh] after a step of ``dt_h`` [h] at terminal power ``power_kw`` [kW, + charge].
 
     Parameters
     ----------

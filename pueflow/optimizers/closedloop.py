@@ -71,8 +71,8 @@ class ClosedLoop:
         m, st, tr, dt = self.m, self.state, self.truth, self.m.step_h
         on = (self.occ[:, t] >= 0) if len(m.jobs) else np.zeros(0, bool)
         sp, clips = clip_setpoints(m, sp, soc_kwh=st.soc_kwh, dt_h=dt, job_on=on, firm_kw=firm_forecast_kw)
-        for c in clips:
-            self.clips[c.asset] = self.clips.get(c.asset, 0) + 1
+        for clip in clips:
+            self.clips[clip.asset] = self.clips.get(clip.asset, 0) + 1
         # jobs: draw the cap, progress along the curve, settle at the deadline
         flex = 0.0
         for j, job in enumerate(m.jobs):

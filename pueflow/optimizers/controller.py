@@ -1,7 +1,7 @@
-"""One receding-horizon step, shared by the streaming :class:`~pueflow.optimizers.dispatcher.Dispatcher`
-and the closed-loop :func:`~pueflow.optimizers.backtest.run_backtest`.
+"""One receding-horizon step, shared by the streaming dispatcher and the closed-loop backtest.
 
-A step forecasts the horizon from recent observations, lays the problem over the carried
+The streaming side is :class:`~pueflow.optimizers.dispatcher.Dispatcher`, the closed-loop
+one :func:`~pueflow.optimizers.backtest.run_backtest`. A step forecasts the horizon from recent observations, lays the problem over the carried
 state and plans it with the policy (the LP with its rule fallback, or the rule). What is
 published from the plan, and how the state moves, is the caller's: the dispatcher carries
 an estimate, the backtest drives a plant.

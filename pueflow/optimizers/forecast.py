@@ -33,8 +33,11 @@ DAYLIGHT_W_M2 = 50.0
 
 @dataclass
 class Forecast:
-    """Per-step forecast for the horizon: powers [kW], ambient [°C]; optional price
-    [currency/kWh] and carbon intensity [kg/kWh] override the tariff's."""
+    """Per-step forecast for the horizon, one value per step.
+
+    Powers are in [kW], ambient in [degC]; the optional price [currency/kWh] and carbon
+    intensity [kg/kWh] override the tariff's when given.
+    """
 
     pv_kw: np.ndarray
     wind_kw: np.ndarray
@@ -44,6 +47,7 @@ class Forecast:
     carbon_kg_per_kwh: np.ndarray | None = None
 
     def slice(self, i: int, j: int) -> Forecast:
+        """Return steps ``i`` to ``j`` (exclusive) as a new forecast (views, not copies)."""
         def cut(v):
             return None if v is None else v[i:j]
         return Forecast(*(cut(getattr(self, f)) for f in self.__dataclass_fields__))
@@ -68,6 +72,7 @@ class Recent:
 
     @classmethod
     def empty(cls) -> Recent:
+        """Return observations with no sample (a dispatcher's first step)."""
         z = np.zeros(0)
         return cls(np.zeros(0, np.int64), z, z, z, z)
 
@@ -77,6 +82,10 @@ class Forecaster(Protocol):
     """Anything that forecasts the horizon's steps starting at ``time_ns``."""
 
     def forecast(self, time_ns: np.ndarray, recent: Recent, hour: np.ndarray | None = None) -> Forecast:
+        """Forecast the steps starting at ``time_ns`` [int64 ns, UTC] from ``recent``.
+
+        ``hour`` is the local hour of each step when the caller has it already.
+        """
         ...
 
 
@@ -129,6 +138,23 @@ class DefaultForecaster:
         return np.maximum((time_ns - end) / 3.6e12, 0.0)
 
     def forecast(self, time_ns: np.ndarray, recent: Recent, hour: np.ndarray | None = None) -> Forecast:
+        """Forecast the steps starting at ``time_ns`` from ``recent`` observations.
+
+        Parameters
+        ----------
+        time_ns : array of int64 [ns, UTC]
+            Start of each step.
+        recent : Recent
+            Observations before the first step; may be empty (priors are used then).
+        hour : array, optional
+            Local hour of each step; computed from the site's time zone when ``None``.
+
+        Returns
+        -------
+        Forecast
+            PV clipped to [0, ``pv_kwp``], wind to [0, ``wind_kw``], IT to
+            [0, ``it_capacity_kw``] [kW]; ambient [degC]; no price or carbon.
+        """
         m, s = self.model, self.spec
         time_ns = np.asarray(time_ns, np.int64)
         if hour is None:
@@ -195,8 +221,8 @@ class FrameForecaster:
     Columns: ``time`` (Datetime, UTC) and any of ``pv_kw``, ``wind_kw``, ``it_kw``,
     ``ambient_c``, ``price_per_kwh``, ``carbon_kg_per_kwh``. Steps or columns it lacks come
     from ``fallback`` (price and carbon then come from the tariff), e.g. past the end of a
-    file; :attr:`last_fallback_steps` says how many steps of the last forecast did. Feed newer forecasts
-    with :meth:`update` (e.g. from a topic consumer); later rows replace earlier ones.
+    file; :attr:`last_fallback_steps` says how many steps of the last forecast did. Feed newer
+    forecasts with :meth:`update` (e.g. from a topic consumer); later rows replace earlier ones.
     """
 
     def __init__(self, frame: pl.DataFrame, fallback: Forecaster | None = None) -> None:
@@ -219,6 +245,13 @@ class FrameForecaster:
         return cls(df, fallback)
 
     def update(self, frame: pl.DataFrame) -> None:
+        """Merge newer forecasts: a row replaces an earlier one of the same time.
+
+        Raises
+        ------
+        OptimizerError
+            ``frame`` has no ``time`` column, or it is not a time-zone-aware Datetime.
+        """
         if "time" not in frame.columns:
             msg = f"forecast frame has no 'time' column (columns: {frame.columns}); add one in UTC"
             raise OptimizerError(msg)
@@ -244,7 +277,7 @@ class FrameForecaster:
         self._cols = {c: v[order][last] for c, v in merged.items()}
 
     def lookup(self, column: str, time_ns: np.ndarray) -> np.ndarray:
-        """Values of ``column`` at ``time_ns`` (NaN where absent)."""
+        """Return the values of ``column`` at exactly ``time_ns`` [int64 ns, UTC] (NaN where absent)."""
         out = np.full(len(time_ns), np.nan)
         if column not in self._cols or not len(self._t):
             return out
@@ -255,6 +288,17 @@ class FrameForecaster:
         return out
 
     def forecast(self, time_ns: np.ndarray, recent: Recent, hour: np.ndarray | None = None) -> Forecast:
+        """Look up the steps starting at ``time_ns`` [int64 ns, UTC]; the fallback fills gaps.
+
+        A step lacking any of pv, wind, IT or ambient takes the fallback's values for the
+        missing ones (counted in :attr:`last_fallback_steps`). Price and carbon are given
+        only when the frame has them for every step.
+
+        Raises
+        ------
+        OptimizerError
+            A value is missing and there is no fallback forecaster.
+        """
         time_ns = np.asarray(time_ns, np.int64)
         vals = {c: self.lookup(c, time_ns) for c in FIELDS}
         self.last_fallback_steps = int(np.logical_or.reduce([np.isnan(v) for v in vals.values()]).sum())
@@ -274,7 +318,16 @@ class FrameForecaster:
 
 
 def forecaster_for(model: SiteModel) -> Forecaster:
-    """The site's configured forecaster: external file (with default fallback) or default."""
+    """Return the site's configured forecaster.
+
+    That is the ``[sites.dispatch.forecast] path`` file (with the default forecaster as its
+    fallback) when set, else the default forecaster.
+
+    Raises
+    ------
+    OptimizerError
+        The forecast file cannot be read or has no UTC ``time`` column.
+    """
     default = DefaultForecaster(model)
     if model.spec.forecast.path:
         return FrameForecaster.from_file(model.spec.forecast.path, fallback=default)

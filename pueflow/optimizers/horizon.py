@@ -45,6 +45,11 @@ class DispatchState:
 
     @classmethod
     def initial(cls, model: SiteModel) -> DispatchState:
+        """Return the state before the first step.
+
+        The battery is at its initial charge (0 without one), no job window is open, no
+        work is done and every loop supplies its nominal temperature.
+        """
         b = model.battery
         nj = len(model.jobs)
         return cls(soc_kwh=b.e_init_kwh if b else 0.0, job_done_h=np.zeros(nj),
@@ -52,6 +57,7 @@ class DispatchState:
                    supply_c=np.array([lp.nominal_c for lp in model.loops]))
 
     def copy(self) -> DispatchState:
+        """Return a deep copy (the arrays too), so stepping the copy leaves this one alone."""
         return DispatchState(self.soc_kwh, self.peak_kw, self.bill_id, self.job_done_h.copy(),
                              self.job_occ.copy(), self.job_kw.copy(), self.supply_c.copy())
 
@@ -95,6 +101,7 @@ class Problem:
 
     @property
     def n(self) -> int:
+        """Number of steps in the horizon."""
         return len(self.time_ns)
 
 

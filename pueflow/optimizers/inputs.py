@@ -23,8 +23,11 @@ MAX_IT_FACTOR = 1.05
 
 @dataclass
 class WindowInputs:
-    """Per KPI window: start [int64 ns], powers [kW] (NaN where missing or not trusted),
-    ambient [°C], SoC [%], coverage [share] and whether the window was discarded."""
+    """Per-KPI-window inputs of the dispatcher, one value per window.
+
+    Start [int64 ns], powers [kW] (NaN where missing or not trusted), ambient [degC],
+    state of charge [%], coverage [share] and whether the window was discarded.
+    """
 
     time_ns: np.ndarray
     pv_kw: np.ndarray

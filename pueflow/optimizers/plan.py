@@ -65,7 +65,7 @@ class Plan:
 
 def step_costs(model: SiteModel, p: Problem, imp_kw: np.ndarray, exp_kw: np.ndarray, curtail_kw: np.ndarray,
                battery_kw: np.ndarray) -> np.ndarray:
-    """Each step's own cost [currency] of a plan's flows, counted as the LP counts them.
+    """Return each step's own cost [currency] of a plan's flows, counted as the LP counts them.
 
     Parameters
     ----------
@@ -87,7 +87,7 @@ def step_costs(model: SiteModel, p: Problem, imp_kw: np.ndarray, exp_kw: np.ndar
 
 def from_lp(lp: SiteLP, p: Problem, res: LPResult) -> Plan:
     """Read an optimal LP solution into a :class:`Plan` (``res.success`` must hold)."""
-    x = res.x
+    x = res.solution()
     v = lp.value
 
     def kw(name: str) -> np.ndarray:
@@ -121,7 +121,10 @@ def from_lp(lp: SiteLP, p: Problem, res: LPResult) -> Plan:
 
 
 def setpoints_at(plan: Plan, k: int) -> Setpoints:
-    """Step ``k`` of ``plan`` as the setpoints to publish (before safety clipping)."""
+    """Return step ``k`` of ``plan`` as the setpoints to publish (before safety clipping).
+
+    The job caps and supply temperatures are copies; a plan without curtailment gives 0 kW.
+    """
     curt = float(plan.curtail_kw[k]) if len(plan.curtail_kw) else 0.0
     return Setpoints(float(plan.battery_kw[k]), float(plan.grid_import_kw[k]), plan.job_kw[:, k].copy(),
                      plan.supply_c[:, k].copy(), float(plan.grid_export_kw[k]), curt)

@@ -267,9 +267,27 @@ def _table(params: tuple[float, ...], heat_range: tuple[float, float],
 
 def planes_for(ambient_c, params: np.ndarray, heat_range_kw: tuple[float, float],
                supply_range_c: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`fit_planes` at ``ambient_c`` rounded to the table's 0.1 K grid (clipped to
-    -30..60 °C), from a table fitted once per loop: same result for the same ambient,
-    whoever asks, at the cost of a lookup."""
+    """Return :func:`fit_planes` at ``ambient_c`` rounded to the table's 0.1 K grid.
+
+    The table is fitted once per loop over -30..60 degC (``ambient_c`` is clipped to it;
+    NaN reads as 20 degC), so the same ambient gives the same planes whoever asks, at the
+    cost of a lookup.
+
+    Parameters
+    ----------
+    ambient_c : float or array [degC]
+    params : array
+        The loop's parameter vector (:func:`loop_params`).
+    heat_range_kw : (float, float)
+        Heat span the planes are fitted over [kW].
+    supply_range_c : (float, float)
+        Supply temperature span [degC].
+
+    Returns
+    -------
+    a, g, h : arrays
+        Plane coefficients [kW_e/kW], [kW_e/K], [kW_e], shape ``ambient_c.shape + (K,)``.
+    """
     lo, hi, step = TABLE_AMBIENT_C
     a, g, h = _table(tuple(float(v) for v in params), (float(heat_range_kw[0]), float(heat_range_kw[1])),
                      (float(supply_range_c[0]), float(supply_range_c[1])))
@@ -279,7 +297,11 @@ def planes_for(ambient_c, params: np.ndarray, heat_range_kw: tuple[float, float]
 
 
 def planes_kw(heat_kw, supply_c, a: np.ndarray, g: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """The plane model's cooling power [kW_e]: max(0, max_k a·heat + g·supply + h), per step."""
+    """Return the plane model's cooling power [kW_e]: max(0, max_k a·heat + g·supply + h).
+
+    ``heat_kw`` [kW] and ``supply_c`` [degC] broadcast against the planes' leading shape;
+    the result has that shape (one value per step).
+    """
     q = np.asarray(heat_kw, np.float64)[..., None]
     t = np.asarray(supply_c, np.float64)[..., None]
     return np.maximum((a * q + g * t + h).max(axis=-1), 0.0)

@@ -41,14 +41,19 @@ class SiteDispatch:
             lp.last_basis = None
 
     def lp(self, n: int) -> SiteLP:
-        """The LP structure for ``n`` steps, built on first use."""
+        """Return the LP structure for ``n`` steps, built on first use and kept."""
         lp = self._lps.get(n)
         if lp is None:
             lp = self._lps[n] = SiteLP(self.model, n)
         return lp
 
     def solve_lp(self, p: Problem, time_limit_s: float | None = None) -> Plan:
-        """The LP's plan for ``p``, or the rule's with the reason the LP could not be used."""
+        """Return the LP's plan for ``p``, or the rule's with the reason the LP could not be used.
+
+        Never raises for a failed solve: an error, a time-out (``time_limit_s`` [s], else
+        the spec's), infeasibility or a non-finite solution give the rule's plan with
+        ``Plan.status`` and ``Plan.reason`` saying why.
+        """
         limit = self.model.spec.time_limit_s if time_limit_s is None else time_limit_s
         try:
             lp = self.lp(p.n)
@@ -70,13 +75,17 @@ class SiteDispatch:
         return plan
 
     def plan(self, p: Problem, policy: str = "mpc") -> Plan:
+        """Return the plan of ``policy`` for ``p``: the rule's for ``"rule"``, else the LP's.
+
+        Any policy other than ``"rule"`` is planned by :meth:`solve_lp` (MPC and oracle).
+        """
         if policy == "rule":
             return rule_plan(self.model, p)
         return self.solve_lp(p)
 
     def oracle(self, t0_ns: int, truth: Forecast, state: DispatchState | None = None,
                **kw) -> tuple[Problem, Plan]:
-        """Perfect-foresight plan over all of ``truth``: one LP over the whole period.
+        """Plan with perfect foresight over all of ``truth``: one LP over the whole period.
 
         ``kw`` go to :func:`make_problem` (``sig``, ``cal``, ``end_ns``).
         """
@@ -98,9 +107,9 @@ def _without_sinks(lp: SiteLP, p: Problem, res: LPResult, limit_s: float, backen
     note = ""
     for cold in (True, False):
         r = sinks.Restriction.none(lp.nc, lp.n)
-        cur = res
+        cur, failed = res, False
         for _ in range(MAX_SINK_ROUNDS):
-            found = sinks.find_sinks(lp, p, cur.x, r, cold=cold)
+            found = sinks.find_sinks(lp, p, cur.solution(), r, cold=cold)
             if _same(found, r):
                 break
             r = found
@@ -110,14 +119,14 @@ def _without_sinks(lp: SiteLP, p: Problem, res: LPResult, limit_s: float, backen
             spent += nxt.solve_s
             if not nxt.success:
                 note = f"the plan dumps energy the plant cannot absorb; re-solving without it: {nxt.status}"
-                cur = None
+                failed = True
                 break
             cur = nxt
-        if cur is None:
+        if failed:
             continue
         if cur is res:
             return res, ""
-        if _same(sinks.find_sinks(lp, p, cur.x, r, cold=cold), r) and (best is None or cur.objective < best.objective):
+        if _same(sinks.find_sinks(lp, p, cur.solution(), r, cold=cold), r) and (best is None or cur.objective < best.objective):
             best = cur
     if best is None:
         return res, note or f"the plan still dumps energy after {MAX_SINK_ROUNDS} re-solves"
@@ -129,7 +138,7 @@ def _same(a: sinks.Restriction, b: sinks.Restriction) -> bool:
 
 
 def _fallback(model: SiteModel, p: Problem, status: str, reason: str) -> Plan:
-    """The rule's plan standing in for the LP's; ``status`` keeps the LP's outcome."""
+    """Return the rule's plan standing in for the LP's; ``status`` keeps the LP's outcome."""
     plan = rule_plan(model, p, reason=reason)
     plan.status = status
     return plan

@@ -23,8 +23,11 @@ TOLERANCE = 1e-6
 
 @dataclass
 class Setpoints:
-    """One step's setpoints: battery [kW, + charge], grid import [kW], job caps [kW] (J,),
-    supply temperatures [°C] (C,), grid export [kW] and renewable curtailment [kW]."""
+    """One step's setpoints.
+
+    Battery [kW, + charge], grid import [kW], job caps [kW] (J,), supply temperatures
+    [degC] (C,), grid export [kW] and renewable curtailment [kW].
+    """
 
     battery_kw: float
     grid_import_kw: float
@@ -35,6 +38,7 @@ class Setpoints:
 
     @property
     def flex_it_cap_kw(self) -> float:
+        """Sum of the job caps: the flexible IT power allowed this step [kW]."""
         return float(self.job_kw.sum())
 
 

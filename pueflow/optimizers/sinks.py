@@ -71,17 +71,23 @@ def loop_heat_kw(lp: SiteLP, p: Problem, x: np.ndarray) -> np.ndarray:
 
 
 def plane_values(p: Problem, c: int, heat_kw: np.ndarray, supply_c: np.ndarray) -> np.ndarray:
-    """Each plane of loop ``c`` at (heat, supply) per step [kW_e], shape (N, K)."""
+    """Evaluate each plane of loop ``c`` at (heat [kW], supply [degC]) per step [kW_e], shape (N, K)."""
     return p.plane_a[c] * heat_kw[:, None] + p.plane_g[c] * supply_c[:, None] + p.plane_h[c]
 
 
 def find_sinks(lp: SiteLP, p: Problem, x: np.ndarray, prev: Restriction | None = None,
                cold: bool = False) -> Restriction:
-    """Steps of solution ``x`` that dump energy, added to ``prev`` (a new object is returned).
+    """Find the steps of solution ``x`` that dump energy, added to ``prev``.
 
     Cooling that overshoots its model is pinned to the plane carrying it where the solution
-    sits, or with ``cold`` to the plane carrying it at the coldest supply the ramp can reach (where the
-    plant really consumes the most, which is what a plan that wants to consume is after).
+    sits, or with ``cold`` to the plane carrying it at the coldest supply the ramp can reach
+    (where the plant really consumes the most, which is what a plan that wants to consume is
+    after).
+
+    Returns
+    -------
+    Restriction
+        A new object (``prev`` is left unchanged); with nothing found it equals ``prev``.
     """
     n, nc = lp.n, lp.nc
     out = Restriction.none(nc, n) if prev is None else Restriction(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pueflow.exceptions import OptimizerError
 from pueflow.optimizers.lp import LPArrays, SiteLP
 
 try:  # private scipy module: guarded, with the public milp as the fallback
@@ -45,10 +46,32 @@ class LPResult:
 
     @property
     def success(self) -> bool:
+        """Whether the solve reached an optimum and carries its solution vector."""
         return self.status == "optimal" and self.x is not None
+
+    def solution(self) -> np.ndarray:
+        """Return the solution vector ``x``.
+
+        Returns
+        -------
+        array
+            One value per LP column (the LP's own units: MW, MWh, degC; see ``SiteLP``).
+
+        Raises
+        ------
+        OptimizerError
+            If the solve produced no solution (status ``error``, ``infeasible``, ...); read
+            it only from a result whose :attr:`success` holds.
+        """
+        if self.x is None:
+            msg = (f"LP result has no solution (status {self.status!r}: {self.message}); "
+                   "read x only from a result whose .success holds")
+            raise OptimizerError(msg)
+        return self.x
 
 
 def available_backends() -> tuple[str, ...]:
+    """Return the solve routes this scipy build offers: ``("highs", "milp")`` or ``("milp",)``."""
     return ("highs", "milp") if _hc is not None else ("milp",)
 
 
@@ -62,7 +85,11 @@ def _status_name(ms) -> str:
 
 
 def _warm_basis(lp: SiteLP, a: LPArrays, step_ns: int):
-    """The last optimal basis of ``lp`` moved to ``a``'s start time, or None."""
+    """Return the last optimal basis of ``lp`` moved to ``a``'s start time, or ``None``.
+
+    ``None`` when there is no basis yet or ``a`` does not start a whole number of steps
+    (``step_ns`` [ns]) within the horizon after it.
+    """
     if lp.last_basis is None or step_ns <= 0:
         return None
     t_prev, cols, rows = lp.last_basis

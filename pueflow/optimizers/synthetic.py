@@ -29,8 +29,30 @@ def _ar1(rng: np.random.Generator, n: int, rho: float, sigma: float) -> np.ndarr
 
 
 def synthetic_history(model: SiteModel, start: datetime, days: float, seed: int = 0) -> pl.DataFrame:
-    """History frame (``time``, ``pv_kw``, ``wind_kw``, ``it_kw``, ``ambient_c``) at the
-    site's dispatch step, starting at the time-zone-aware ``start``."""
+    """Return a random but plausible history frame of one site at its dispatch step.
+
+    Parameters
+    ----------
+    model : SiteModel
+        Sizes (PV, wind, firm IT), location and forecast priors of the site.
+    start : datetime
+        First step; must be time-zone aware.
+    days : float
+        Length [d]; ``round(days * 86400 / step_s)`` steps.
+    seed : int
+        Seed of the random generator: the same seed gives the same frame.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``time`` (Datetime ns, UTC), ``pv_kw``, ``wind_kw``, ``it_kw`` [kW] and
+        ``ambient_c`` [degC]; powers are >= 0.
+
+    Raises
+    ------
+    ValueError
+        ``start`` is a naive datetime.
+    """
     if start.tzinfo is None:
         msg = "start must be time-zone aware, e.g. datetime(2025, 7, 1, tzinfo=UTC)"
         raise ValueError(msg)

@@ -19,8 +19,11 @@ from pueflow.optimizers.assets import SiteModel
 
 @dataclass(frozen=True)
 class Calendar:
-    """Local clock of each step: hour of day [h, fractional], month 1-12, weekday 0=Mon,
-    local date [days since 1970-01-01]."""
+    """Local clock of each step.
+
+    Hour of day [h, fractional], month 1-12, weekday 0 = Monday and local date
+    [days since 1970-01-01].
+    """
 
     hour: np.ndarray
     month: np.ndarray
@@ -47,11 +50,12 @@ class Signals:
     import_limit_kw: np.ndarray
 
     def slice(self, i: int, j: int) -> Signals:
+        """Return steps ``i`` to ``j`` (exclusive) as new signals (views, not copies)."""
         return Signals(*(getattr(self, f)[i:j] for f in self.__dataclass_fields__))
 
 
 def calendar(time_ns: np.ndarray, timezone: str) -> Calendar:
-    """Local clock features of UTC ``time_ns`` [int64 ns] in ``timezone``."""
+    """Return the local clock of UTC ``time_ns`` [int64 ns] in ``timezone`` (a :class:`Calendar`)."""
     s = pl.Series("t", np.asarray(time_ns, np.int64)).cast(pl.Datetime("ns", "UTC"))
     loc = s.dt.convert_time_zone(timezone)
     hour = (loc.dt.hour().cast(pl.Float64) + loc.dt.minute().cast(pl.Float64) / 60.0
@@ -62,7 +66,11 @@ def calendar(time_ns: np.ndarray, timezone: str) -> Calendar:
 
 
 def in_window(hour: np.ndarray, start_h: float, end_h: float) -> np.ndarray:
-    """Whether local ``hour`` falls in [start, end); windows with start > end wrap midnight."""
+    """Test whether local ``hour`` [h] falls in [``start_h``, ``end_h``).
+
+    A window with start > end wraps midnight; start == end is all day when it is 0 or 24,
+    else empty.
+    """
     if start_h == end_h:
         return np.ones(hour.shape, bool) if start_h == 0 or end_h == 24 else np.zeros(hour.shape, bool)
     if start_h < end_h:

@@ -26,7 +26,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def tiny_dispatch(**extra: Any) -> dict[str, Any]:
-    """A dispatch section: 1 h steps over 4 h, flat 1.0 price, no cooling, no jobs, no battery."""
+    """Return a small dispatch section as a dict, with ``extra`` merged in (nested dicts too).
+
+    The base has 1 h steps over 4 h, a flat 1.0 price, no cooling, no jobs and no battery.
+    """
     base = {"step": "1h", "horizon": "4h", "redispatch": "1h", "input_window": "1h",
             "aux_fraction": 0.0, "cooling": [],
             "battery": {"energy_kwh": 0.0, "charge_efficiency": 0.95, "discharge_efficiency": 0.95},
@@ -37,14 +40,17 @@ def tiny_dispatch(**extra: Any) -> dict[str, Any]:
 
 def tiny_site(site_id: str = "s1", *, timezone: str = "UTC", it_capacity_kw: float = 1000.0,
               co2: float = 0.5, **dispatch: Any) -> Site:
-    """A validated config ``Site`` whose dispatch section is :func:`tiny_dispatch` plus ``dispatch``."""
+    """Return a validated config ``Site`` whose dispatch section is :func:`tiny_dispatch` plus ``dispatch``."""
     return Site(id=site_id, jurisdiction="MA", timezone=timezone, latitude=35.0, longitude=-5.0,
                 it_capacity_kw=it_capacity_kw, grid_co2_kg_per_kwh=co2,
                 dispatch=DispatchSpec.model_validate(tiny_dispatch(**dispatch)))
 
 
 def tiny_config(sites: list[dict[str, Any]], windows: tuple[str, ...] = ("15m", "1h")):
-    """A full config from site dicts (each may hold a ``dispatch`` dict)."""
+    """Return a validated config of ``sites`` (dicts merged over a base site).
+
+    Each dict may hold a ``dispatch`` dict; ``windows`` are the pipeline's KPI windows.
+    """
     base = {"jurisdiction": "MA", "timezone": "UTC", "latitude": 35.0, "longitude": -5.0,
             "it_capacity_kw": 1000.0,
             "meters": [{"device": "pdu-*", "point": "power_kw", "kind": "power", "role": "it"}]}
@@ -53,7 +59,7 @@ def tiny_config(sites: list[dict[str, Any]], windows: tuple[str, ...] = ("15m", 
 
 def flat_forecast(n: int, *, it_kw: float | np.ndarray = 100.0, pv_kw: float | np.ndarray = 0.0,
                   wind_kw: float | np.ndarray = 0.0, ambient_c: float | np.ndarray = 20.0) -> Forecast:
-    """A forecast of ``n`` steps from scalars or arrays."""
+    """Return a forecast of ``n`` steps from scalars or arrays (broadcast and copied)."""
     def arr(v):
         return np.broadcast_to(np.asarray(v, np.float64), (n,)).copy()
     return Forecast(arr(pv_kw), arr(wind_kw), arr(it_kw), arr(ambient_c))

@@ -52,10 +52,13 @@ class Batch:
                    np.concatenate([b.series for b in batches]),
                    np.concatenate([b.value for b in batches]))
 
-    def take(self, index: np.ndarray) -> Batch:
-        """Rows selected by a boolean mask or an index array."""
+    def take(self, index: np.ndarray | slice) -> Batch:
+        """Return the rows selected by a boolean mask, an index array or a slice."""
         return Batch(self.time_ns[index], self.series[index], self.value[index])
 
     def split(self, n: int) -> list[Batch]:
-        """Consecutive pieces of at most ``n`` rows (for tests and chunked replay)."""
+        """Split into consecutive pieces of at most ``n`` rows (for tests and chunked replay).
+
+        ``n`` < 1 counts as 1; an empty batch gives an empty list.
+        """
         return [self.take(slice(i, i + n)) for i in range(0, len(self), max(n, 1))]

@@ -32,6 +32,16 @@ class Registry:
                ("register_max", np.float64, 0.0), ("jitter", np.float64, 0.0),
                ("max_gap_ns", np.int64, 0), ("max_kw", np.float64, np.inf),
                ("scale", np.float64, 1.0), ("signed", np.bool_, False))
+    # One array per _FIELDS entry, indexed by series id; set (and grown) by _grow.
+    site: np.ndarray
+    role: np.ndarray
+    kind: np.ndarray
+    register_max: np.ndarray
+    jitter: np.ndarray
+    max_gap_ns: np.ndarray
+    max_kw: np.ndarray
+    scale: np.ndarray
+    signed: np.ndarray
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -64,7 +74,11 @@ class Registry:
         self._cap = cap
 
     def id(self, site: str, device: str, point: str) -> int:
-        """Series id of one key, registering it on first sight."""
+        """Return the series id of one key, registering it on first sight.
+
+        A new key gets the next id and its meter parameters from the first matching rule of
+        its site; an unknown site or an unmatched key keeps ``role == -1``.
+        """
         key = (site, device, point)
         sid = self._ids.get(key)
         if sid is not None:
@@ -92,7 +106,7 @@ class Registry:
         return sid
 
     def ids(self, keys: list[tuple[str, str, str]]) -> np.ndarray:
-        """Series ids of many keys (call with the *distinct* keys of a chunk)."""
+        """Return the int32 series ids of many keys (call with the *distinct* keys of a chunk)."""
         return np.fromiter((self.id(*k) for k in keys), np.int32, count=len(keys))
 
     def find(self, site: str, device: str, point: str) -> int | None:
@@ -113,10 +127,14 @@ class Registry:
         return self._rank
 
     def order(self) -> np.ndarray:
-        """Series ids in canonical (key-sorted) order."""
+        """Return the series ids in canonical (key-sorted) order, as int32."""
         return np.argsort(self.rank(), kind="stable").astype(np.int32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Parameter arrays trimmed to the registered series (views, for kernels)."""
+        """Return the parameter arrays trimmed to the registered series (views, for kernels).
+
+        Keys are the field names (``site``, ``role``, ``kind``, ``register_max``, ...);
+        a view changes when its series' parameters do, and is stale after a series is added.
+        """
         n = len(self.keys)
         return {name: getattr(self, name)[:n] for name, _, _ in self._FIELDS}

@@ -55,7 +55,24 @@ class Battery:
                                  spec.grid_charge_fraction])
 
     def step(self, dt_s: float, net_kw: np.ndarray, local_hour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(power [kW, + charge], state of charge [%]) for each sample of the chunk."""
+        """Run the battery rule over one chunk; the stored energy carries to the next call.
+
+        Parameters
+        ----------
+        dt_s : float
+            Sample step [s].
+        net_kw : array [kW]
+            Facility load minus PV and wind output per sample.
+        local_hour : array [h]
+            Local hour of each sample (charge and discharge windows).
+
+        Returns
+        -------
+        power_kw : array [kW]
+            Battery power, + charge.
+        soc_pct : array [%]
+            State of charge at the start of each sample.
+        """
         n = len(net_kw)
         power, soc = np.empty(n), np.empty(n)
         self.energy_kwh = float(_battery_kernel(float(dt_s), np.ascontiguousarray(net_kw, np.float64),

@@ -7,6 +7,7 @@ close the pipeline got. Uses matplotlib's Agg canvas directly (no global backend
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -37,9 +38,9 @@ def _weekly_pue(df: pl.DataFrame) -> str:
         return ""
     parts = []
     for site, g in df.group_by("site", maintain_order=True):
-        it = g["it_kwh"].sum()
+        it = float(g["it_kwh"].sum())
         if it and it > 0:
-            parts.append(f"{site[0]}: PUE {g['facility_kwh'].sum() / it:.3f}")
+            parts.append(f"{site[0]}: PUE {float(g['facility_kwh'].sum()) / it:.3f}")
     return "  |  ".join(parts)
 
 
@@ -69,6 +70,8 @@ def _shade_heat(axes, kpi: pl.DataFrame, hot_c: float = HOT_C) -> None:
             span = ax.axvspan(t[i], end, color="#f5b7b1", alpha=0.35, lw=0, zorder=0)
         handle = handle or span
         i = j + 1
+    if handle is None:  # cannot happen: at least one hour is hot (checked above)
+        return
     handle.set_label(f"ambient ≥ {hot_c:.0f} °C (desert-wind spell)")
     axes[-1].legend(handles=[handle], loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8,
                     frameon=False, borderaxespad=0.2)
@@ -134,6 +137,10 @@ def write_chart(kpi_df: pl.DataFrame, truth_or_none: pl.DataFrame | None, path: 
     axes[-1].set_xlabel("time (UTC)")
     if len(kpi):
         t0, t1 = kpi["time"].min(), kpi["time"].max()
+        if not isinstance(t0, date) or not isinstance(t1, date):
+            msg = (f"chart: column 'time' has dtype {kpi['time'].dtype}; "
+                   "expected a polars Datetime (UTC) column")
+            raise TypeError(msg)
         period = f"{t0:%Y-%m-%d} to {t1:%Y-%m-%d}"
     else:
         period = "no data"

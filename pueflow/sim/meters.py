@@ -34,9 +34,11 @@ EXPECTED_QUALITY = {"gap": "gap", "spike": "spike", "duplicate": "duplicate", "l
                     "reset": "reset", "rollover": "rollover"}
 #: A register is not reset above this share of its maximum (it would read as a rollover).
 ROLLOVER_ZONE = 0.9
-FAULT_SCHEMA = {"time": pl.Datetime("ns", "UTC"), "site": pl.String, "device": pl.String,
-                "point": pl.String, "kind": pl.String, "expected_quality": pl.String,
-                "detail": pl.Float64}
+#: Columns of the fault frame (dtype instances, so the dict is ``dict[str, pl.DataType]``).
+FAULT_SCHEMA: dict[str, pl.DataType] = {
+    "time": pl.Datetime("ns", "UTC"), "site": pl.String(), "device": pl.String(),
+    "point": pl.String(), "kind": pl.String(), "expected_quality": pl.String(),
+    "detail": pl.Float64()}
 
 
 @dataclass
@@ -208,7 +210,15 @@ class FaultInjector:
                      np.empty(0, np.float64))
 
     def plan(self, g0: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(codes (n, series) int8, parameter uniforms (n, series))."""
+        """Draw the faults of ``n`` samples starting at global sample ``g0``.
+
+        Returns
+        -------
+        codes : array of int8, shape (n, series)
+            Fault code per sample and series (0 = none; all 0 when faults are disabled).
+        u2 : array, shape (n, series)
+            Uniform draws that size each fault.
+        """
         s = len(self.table)
         codes = np.zeros((n, s), np.int8)
         if not self.enabled:
@@ -289,7 +299,7 @@ class FaultInjector:
 
 
 def frame(site: str, table: SeriesTable, rows: Emitted) -> pl.DataFrame:
-    """Canonical long form (time, site, device, point, value) of emitted rows."""
+    """Return emitted rows in canonical long form: time (UTC), site, device, point, value."""
     n = len(rows.time_ns)
     dev = pl.Series("device", table.device, dtype=pl.Enum(sorted(set(table.device))))
     pts = pl.Series("point", table.point, dtype=pl.Enum(sorted(set(table.point))))

@@ -124,7 +124,7 @@ class SeriesSpec:
 
 
 def series_specs(site: Site, c: Counts) -> list[SeriesSpec]:
-    """Every series the plant can emit, in emission order."""
+    """List every series the plant can emit, in emission order."""
     out: list[SeriesSpec] = []
 
     def add(devices, point, kind, role, group):
@@ -157,7 +157,7 @@ def series_specs(site: Site, c: Counts) -> list[SeriesSpec]:
 
 
 def emitted(site: Site, specs: list[SeriesSpec], register_max: float | None) -> tuple[list[SeriesSpec], SeriesTable]:
-    """Series the site's meter rules map, and their meter parameters.
+    """Select the series the site's meter rules map, with their meter parameters.
 
     A series no rule matches is not emitted (the truth still counts its energy). A rule that
     maps a series to another role or kind is a config error.

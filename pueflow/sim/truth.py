@@ -60,7 +60,7 @@ class TruthAccumulator:
 
     def add(self, time_ns: np.ndarray, role_kw: np.ndarray, ambient_c: np.ndarray) -> None:
         """Add a chunk of true samples: ``role_kw`` (n, len(TRUTH_ROLES)), ``ambient_c`` (n,)."""
-        if self._prev_t is None:
+        if self._prev_t is None or self._prev_p is None:  # set together: first chunk
             t0, t1, p0, p1 = time_ns[:-1], time_ns[1:], role_kw[:-1], role_kw[1:]
         else:
             t0 = np.concatenate([[self._prev_t], time_ns[:-1]])

@@ -69,7 +69,10 @@ def hub_speed_m_s(spec: WindSpec, wind10_m_s: np.ndarray) -> np.ndarray:
 
 
 def turbine_power_kw(spec: WindSpec, wind10_m_s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-turbine AC output on the weather grid [kW], shape (n_grid, count)."""
+    """Return each turbine's AC output on the weather grid [kW], shape (n_grid, count).
+
+    Each turbine sees the hub-height speed with its own turbulence drawn from ``rng``.
+    """
     from windpowerlib.power_output import power_curve as pc_fn
 
     speeds, power, _ = power_curve(spec.turbine_type, spec.hub_height_m)

@@ -41,9 +41,23 @@ def audit_path(cfg: Config) -> Path:
     return Path(DEFAULT_AUDIT_FILE)
 
 
-def _iso(t: datetime | None) -> str | None:
+def _iso(t: object) -> str | None:
+    """Return ``t`` as an ISO-8601 UTC string ending in ``Z``, or ``None`` for ``None``.
+
+    A naive datetime is taken as UTC (rows carry UTC times by contract).
+
+    Raises
+    ------
+    TypeError
+        If ``t`` is neither ``None`` nor a :class:`datetime.datetime` (a ``time`` column
+        that is not of polars type Datetime).
+    """
     if t is None:
         return None
+    if not isinstance(t, datetime):
+        msg = (f"audit entry: the 'time' column holds {type(t).__name__} {t!r}; "
+               "expected a polars Datetime column (UTC)")
+        raise TypeError(msg)
     if t.tzinfo is None:  # rows carry UTC times; a naive one is UTC by contract
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -51,7 +65,20 @@ def _iso(t: datetime | None) -> str | None:
 
 def entry(*, sink: str, sink_jurisdiction: str, sources: list[str], measurement: str,
           rows: pl.DataFrame, written_at: datetime) -> dict[str, Any]:
-    """One audit record for ``rows`` of ``measurement`` that left ``sources`` for ``sink``."""
+    """Build one audit record for ``rows`` of ``measurement`` that left ``sources`` for ``sink``.
+
+    Returns
+    -------
+    dict
+        ``written_at`` (ISO UTC), sink and jurisdictions, measurement, the distinct sites,
+        scopes and windows (when the rows have those columns), the row count and the rows'
+        ``time_min``/``time_max`` (``None`` without a ``time`` column or with no rows).
+
+    Raises
+    ------
+    TypeError
+        The ``time`` column is not of polars type Datetime.
+    """
     rec: dict[str, Any] = {
         "written_at": _iso(written_at),
         "sink": sink,
@@ -107,7 +134,7 @@ class AuditLog:
 
 
 def read_audit(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of an audit log, oldest first (empty if the file does not exist)."""
+    """Read every record of an audit log, oldest first (empty if the file does not exist)."""
     p = Path(path)
     if not p.exists():
         return []

@@ -34,7 +34,7 @@ def tuned_config_text(cfg: Any, site_id: str, overrides: dict[str, Any], note: s
     expected = want.model_dump()
     src = Path(cfg.source) if cfg.source else None
     if src is not None and src.is_file():
-        text = src.read_text(encoding="utf-8")
+        text: str | None = src.read_text(encoding="utf-8")
         for key, value in overrides.items():
             text = _edit(text, index, key, value) if text is not None else None
         if text is not None and _same(text, expected, parse_config):
@@ -170,7 +170,16 @@ def _split_value(rest: str) -> tuple[str | None, str]:
 
 # ------------------------------------------------------------------ writing a config from data
 def literal(v: Any) -> str:
-    """A TOML literal for a scalar or an inline array."""
+    """Return ``v`` as a TOML literal (a scalar, an inline array or an inline table).
+
+    Floats keep a decimal point (``2.0``) and map NaN/inf to ``nan``/``inf``; a ``None``
+    inside a table is left out (TOML has no null).
+
+    Raises
+    ------
+    TypeError
+        ``v`` (or an item in it) has a type TOML cannot hold, e.g. ``None`` or a set.
+    """
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):

@@ -73,7 +73,34 @@ def _columns(path: Path) -> list[str]:
 
 def load_history(cfg: Any, site: Any, model: SiteModel, path: str | Path, *,
                  progress: bool = False) -> History:
-    """The history of ``site`` in ``path`` (see the module doc for what ``path`` may be)."""
+    """Load the backtest history of ``site`` from ``path`` (detected from its columns).
+
+    Parameters
+    ----------
+    cfg : Config
+        The whole config (telemetry is replayed through it).
+    site : Site
+        The config site being tuned.
+    model : SiteModel
+        Its dispatch model (step, jobs, ambient default).
+    path : str or Path
+        A history frame, window rows (``truth.parquet``, a Parquet store or a folder
+        holding either) or telemetry; see the module doc.
+    progress : bool
+        Show the replay's progress bar (telemetry only).
+
+    Returns
+    -------
+    History
+        Rows at the dispatch step: ``time`` (UTC), ``pv_kw``, ``wind_kw``, ``it_kw`` (firm)
+        [kW] and ``ambient_c`` [degC], with its source and the count of filled steps.
+
+    Raises
+    ------
+    InputFormatError
+        ``path`` does not exist, holds none of the forms above, holds several runs or no
+        rows of the site, or has fewer than two full dispatch steps.
+    """
     p = Path(path)
     if not p.exists():
         raise InputFormatError(str(p), "no such file or directory; give a history frame, the "
@@ -132,7 +159,7 @@ def _from_windows(rows: pl.DataFrame, model: SiteModel, source: str, where: str)
     if not fits:
         raise InputFormatError(where, f"has windows {sorted(have)}, none dividing the dispatch step "
                                       f"({model.step_s:g} s); replay with a window of the step (e.g. '15m')")
-    w = max(fits, key=have.get)
+    w = max(fits, key=have.__getitem__)
     df = rows.filter(pl.col("window") == w).sort("time")
     cov = pl.col("coverage") if "coverage" in df.columns else pl.lit(1.0)
     energy = [c for c in ("pv_kwh", "wind_kwh", "it_kwh") if c in df.columns]
@@ -146,19 +173,22 @@ def _from_windows(rows: pl.DataFrame, model: SiteModel, source: str, where: str)
         raise InputFormatError(where, f"has fewer than two full {model.step_s:g} s steps of site {model.site_id!r}")
     t0, t1 = agg["time"][0], agg["time"][-1]
     grid = pl.DataFrame({"time": pl.datetime_range(t0, t1, f"{step}ns", eager=True, time_zone="UTC")})
-    grid = grid.with_columns(pl.col("time").dt.cast_time_unit(agg.schema["time"].time_unit))
+    time_dtype = agg.schema["time"]
+    if not isinstance(time_dtype, pl.Datetime):  # dt.truncate above already needs a temporal column
+        raise InputFormatError(where, f"column 'time' is {time_dtype}, not a Datetime; write UTC datetimes")
+    grid = grid.with_columns(pl.col("time").dt.cast_time_unit(time_dtype.time_unit))
     full = grid.join(agg, on="time", how="left")
     filled = int(full["coverage"].is_null().sum())
     hours = model.step_h
     t = full["time"].dt.cast_time_unit("ns").cast(pl.Int64).to_numpy()
-    out = {"time": full["time"]}
+    out: dict[str, np.ndarray] = {}
     for c, name in (("pv_kwh", "pv_kw"), ("wind_kwh", "wind_kw"), ("it_kwh", "it_kw")):
         v = full[c].cast(pl.Float64).to_numpy() / hours if c in full.columns else np.zeros(len(t))
         out[name] = _interpolate(v)
     out["it_kw"] = np.maximum(out["it_kw"] - _expected_flex_kw(model, t), 0.0)
     a = full[amb].cast(pl.Float64).to_numpy() if amb else np.full(len(t), np.nan)
     out["ambient_c"] = _interpolate(a, default=model.spec.forecast.ambient_mean_c)
-    frame = pl.DataFrame(out).with_columns(pl.col("time").dt.cast_time_unit("ns"))
+    frame = pl.DataFrame({"time": full["time"], **out}).with_columns(pl.col("time").dt.cast_time_unit("ns"))
     return History(frame, source, filled)
 
 

@@ -48,7 +48,20 @@ def resolve_space(site: Any, spec: TuneSpec, source: str = "tune") -> dict[str, 
 
 
 def default_value(site: Any, key: str) -> Any:
-    """The site's configured value at an override ``key`` (None when unset)."""
+    """Return the site's configured value at an override ``key``.
+
+    Parameters
+    ----------
+    site : Site
+        A config site; its ``[sites.dispatch]`` section is read.
+    key : str
+        Dotted override key, list items by index (``cooling.0.supply_max_c``).
+
+    Returns
+    -------
+    Any
+        The value in the section's own unit; ``None`` when the key is unset.
+    """
     node: Any = site.dispatch.model_dump()
     for part in key.split("."):
         node = node[int(part)] if isinstance(node, list) else node.get(part)
@@ -68,7 +81,10 @@ class Evaluator:
         self.base = site_model(self.site)
 
     def overrides(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Optuna params (by space key) -> dispatch overrides."""
+        """Turn Optuna params (by space key) into dispatch overrides (by override key).
+
+        Durations get their unit (``12`` -> ``"12h"``); params not in the space are dropped.
+        """
         by_key = {p.key: p for p in self.spec.space}
         return {self.keys[k]: by_key[k].value(v) for k, v in params.items() if k in by_key}
 
@@ -82,7 +98,7 @@ class Evaluator:
         return res, self.metrics(res, ov)
 
     def metrics(self, r: BacktestResult, overrides: dict[str, Any]) -> dict[str, float]:
-        """Scalar metrics of ``r`` at the configured prices (see the module doc).
+        """Return the scalar metrics of ``r`` at the configured prices (see the module doc).
 
         ``cost`` [currency] is the sum of its parts ``energy_cost``, ``demand_cost``,
         ``carbon_cost``, ``wear_cost``, ``other_cost`` (DR penalties - export revenue) and
@@ -93,7 +109,8 @@ class Evaluator:
         dt = self.base.step_h
         if r.steps is not None:
             wear_kwh = float(r.steps["battery_kw"].abs().sum()) * dt
-            import_peak = float(r.steps["grid_import_kw"].max() or 0.0)
+            top = r.steps["grid_import_kw"].max()  # None for an empty or all-null column
+            import_peak = float(top) if isinstance(top, int | float) else 0.0
         else:  # a partial result: what it does not tell is left at its lower bound
             wear_kwh = r.wear_cost / tuned_wear if tuned_wear > 0 else 0.0
             import_peak = r.peak_kw
@@ -116,10 +133,27 @@ class Evaluator:
         return {k: float(v) for k, v in out.items()}
 
     def score(self, m: dict[str, float]) -> float:
+        """Return the objective value of metrics ``m``: the weighted sum the spec names.
+
+        Parameters
+        ----------
+        m : dict of str to float
+            Metrics from :meth:`metrics`.
+
+        Returns
+        -------
+        float
+            ``cost`` [currency] for objective ``cost``, ``co2_kg`` [kg] for ``co2``, else
+            the sum of ``weights[k] * m[k]``; lower is better.
+        """
         return float(sum(w * m[k] for k, w in self.spec.objective_weights().items()))
 
     def violations(self, m: dict[str, float]) -> dict[str, float]:
-        """Constraint values (feasible when <= 0), Optuna's convention."""
+        """Return the constraint values of metrics ``m``; feasible when all are <= 0 (Optuna's way).
+
+        ``unmet_h`` [full-power h] is always there (with :data:`UNMET_TOL_H` of slack);
+        ``peak_kw`` [kW] and ``chip_violations`` [steps] only when the spec limits them.
+        """
         s = self.spec
         out = {"unmet_h": m["unmet_h"] - s.max_unmet_h - UNMET_TOL_H}
         if s.max_peak_kw is not None:
@@ -136,9 +170,11 @@ def suggest(trial: Any, space: list[ParamSpec]) -> dict[str, Any]:
         if p.type == "categorical":
             out[p.key] = trial.suggest_categorical(p.key, p.choices)
         elif p.type == "int":
-            out[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+            low, high = p.bounds()
+            out[p.key] = trial.suggest_int(p.key, int(low), int(high), step=int(p.step or 1), log=p.log)
         else:
-            out[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+            low, high = p.bounds()
+            out[p.key] = trial.suggest_float(p.key, low, high, step=p.step, log=p.log)
     return out
 
 
@@ -149,6 +185,27 @@ class Objective:
         self.ev, self.train, self.pruning = ev, train, pruning
 
     def __call__(self, trial: Any) -> float:
+        """Backtest the trial's settings over the train period and return their score.
+
+        The metrics, the overrides, the worker and the wall time are stored as trial user
+        attributes; constraint values too (feasible when <= 0).
+
+        Parameters
+        ----------
+        trial : optuna.Trial
+            Suggests one value per ``[[tune.space]]`` entry and receives a report per day.
+
+        Returns
+        -------
+        float
+            The score (:meth:`Evaluator.score`) of the whole train period.
+
+        Raises
+        ------
+        optuna.TrialPruned
+            A constraint was broken by the end of a day, or (with ``pruning``) the running
+            score was worse than the median of earlier trials at that day.
+        """
         import optuna
 
         ev = self.ev
@@ -198,15 +255,30 @@ def _fmt(d: dict[str, float]) -> str:
 
 
 def constraints_of(trial: Any) -> list[float]:
-    """Constraint values of a finished trial (Optuna < 5's ``constraints_func``)."""
+    """Return the stored constraint values of a finished trial (Optuna < 5's ``constraints_func``)."""
     return list(trial.user_attrs.get("constraints", {}).values())
 
 
 def feasible(trial: Any) -> bool:
+    """Whether every stored constraint value of ``trial`` is <= 0 (true with none stored)."""
     return all(v <= 0 for v in trial.user_attrs.get("constraints", {}).values())
 
 
 def limits_only(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` without the LP weights: physical limits only (for the oracle bound)."""
+    """Drop the LP's weights from ``overrides``, keeping the physical limits only.
+
+    The oracle bound is computed with the site's own weights (:data:`WEIGHT_KEYS` and the
+    jobs' ``unmet_penalty_per_h``), so a tuned weight cannot move the bound.
+
+    Parameters
+    ----------
+    overrides : dict of str to Any
+        Dispatch overrides by override key.
+
+    Returns
+    -------
+    dict of str to Any
+        A new dict; ``overrides`` is left unchanged.
+    """
     return {k: v for k, v in overrides.items()
             if k not in WEIGHT_KEYS and not k.endswith(".unmet_penalty_per_h")}

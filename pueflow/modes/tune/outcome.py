@@ -101,7 +101,7 @@ def oracle_gap_line(comps: list[Any], currency: str) -> str | None:
 
 
 def storage_label(url: str, file: Path | None, out: Path) -> str:
-    """How a report names the study storage: no absolute path of this machine.
+    """Name the study storage for a report, without an absolute path of this machine.
 
     ``file`` is the storage's local file (None for a database server, whose ``url`` is
     shown with its password already redacted): shown relative to ``out`` when inside it,

@@ -41,18 +41,43 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
+        """``"yes"`` when no constraint is broken, else ``"no: "`` and each excess."""
         if not self.broken:
             return "yes"
         return "no: " + ", ".join(f"{k} +{v:.3g}" for k, v in self.broken.items())
 
 
 def num(v: float) -> str:
-    """A score for a table: thousands separated when large."""
+    """Format a score for a table: whole and thousands-separated from 1e4 up, else 6 digits."""
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:,.6g}"
 
 
 @dataclass
 class ReportData:
+    """Everything :func:`render` shows.
+
+    Attributes
+    ----------
+    title, study, storage, objective, currency : str
+        Page title, study name, storage label, objective name, currency code.
+    input_desc, periods : str
+        What the history was and how it was split (train and validation spans).
+    trials : list of optuna.trial.FrozenTrial
+        Every trial of the study.
+    space : list of ParamSpec
+        The ``[[tune.space]]`` entries.
+    best : FrozenTrial or None
+        The best feasible trial; ``None`` when there is none yet.
+    defaults : dict of str to Any
+        Configured value per space key.
+    comparisons : list of Comparison
+        Best, configured, rule and oracle scores per period.
+    notes, outcome : list of str
+        Warnings shown as notes; plain sentences on savings and the gap to the oracle.
+    score_unit : str
+        Unit of the score (``EUR``, ``kg CO2``); empty for a weighted objective.
+    """
+
     title: str
     study: str
     storage: str
@@ -71,7 +96,21 @@ class ReportData:
 
 
 def importances(trials: list[Any], names: list[str], study: Any = None) -> tuple[dict[str, float], str]:
-    """Parameter importances and how they were computed."""
+    """Rank the parameters by importance and say how.
+
+    With ``study`` and at least :data:`MIN_TRIALS_IMPORTANCE` complete trials, Optuna's
+    evaluator; else (or if it fails) the absolute Spearman correlation of each parameter
+    with the score (categorical values ranked by their text). Fewer than 3 complete trials
+    give no ranking.
+
+    Returns
+    -------
+    importances : dict of str to float
+        Importance per parameter name, summing to 1 unless every one is 0 (empty when
+        not ranked).
+    how : str
+        One sentence on the method, for the report.
+    """
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     if study is not None and len(done) >= MIN_TRIALS_IMPORTANCE:
         import optuna
@@ -120,7 +159,7 @@ def _png(fig: Any) -> str:
 
 
 def _figure(w: float, h: float, n: int = 1, cols: int = 1) -> tuple[Any, Any]:
-    """A figure of ``n`` panels of ``w`` x ``h`` inches in ``cols`` columns."""
+    """Return a figure of ``n`` panels of ``w`` x ``h`` [in] in ``cols`` columns, and its axes (flat)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -132,6 +171,15 @@ def _figure(w: float, h: float, n: int = 1, cols: int = 1) -> tuple[Any, Any]:
 
 
 def chart_history(trials: list[Any]) -> str:
+    """Chart each trial's score by trial number, with the best feasible score so far.
+
+    Infeasible trials are crossed; pruned ones show their last reported (partial) score.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64,...`` URI.
+    """
     fig, (ax,) = _figure(8, 3.6)
     ok = [t for t in trials if t.state.name == "COMPLETE" and feasible(t)]
     bad = [t for t in trials if t.state.name == "COMPLETE" and not feasible(t)]
@@ -158,6 +206,13 @@ def chart_history(trials: list[Any]) -> str:
 
 
 def chart_importance(imp: dict[str, float]) -> str:
+    """Chart parameter importances as horizontal bars (first key on top).
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64,...`` URI.
+    """
     fig, (ax,) = _figure(7, 0.45 * max(len(imp), 2) + 0.8)
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names], color="#2ca02c")
@@ -193,7 +248,7 @@ def chart_slices(trials: list[Any], space: list[Any]) -> str:
 
 
 def short(v: float) -> str:
-    """An axis tick: at most about four characters (``12.3k``, ``1.2M``, ``0.25``)."""
+    """Format an axis tick in about four characters (``12.3k``, ``1.2M``, ``0.25``)."""
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
             return f"{v / div:.3g}{suffix}"
@@ -201,7 +256,7 @@ def short(v: float) -> str:
 
 
 def chart_comparison(rows: list[Comparison], currency: str = "") -> str:
-    """One panel per metric, one dot per setting or policy and period (validation hollow).
+    """Chart one panel per metric, one dot per setting or policy and period (validation hollow).
 
     Ticks are short (``12.3k``) and few, so large costs do not run into each other.
     """
@@ -251,7 +306,20 @@ def _why_failed(t: Any) -> str:
 
 
 def render(d: ReportData, study: Any = None) -> str:
-    """The report's HTML."""
+    """Return the report as one self-contained HTML page (charts inlined).
+
+    Parameters
+    ----------
+    d : ReportData
+        What to show.
+    study : optuna.Study, optional
+        Lets Optuna's importance evaluator run (:func:`importances`).
+
+    Returns
+    -------
+    str
+        The HTML text; every value from the study or the config is HTML-escaped.
+    """
     e = html.escape
     states: dict[str, int] = {}
     for t in d.trials:

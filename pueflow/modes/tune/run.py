@@ -45,16 +45,13 @@ from pueflow.modes.tune.objective import (
 )
 from pueflow.modes.tune.outcome import oracle_gap_line, savings_line, score_unit, storage_label
 from pueflow.modes.tune.report import Comparison, ReportData, num, render
+from pueflow.modes.tune.storage import lock_path, redact, storage_file, storage_url
 from pueflow.modes.tune.study import (
     FileLock,
     WorkerJob,
     create_or_load,
     default_study_name,
-    lock_path,
-    redact,
     spawn_workers,
-    storage_file,
-    storage_url,
     wait_workers,
     work,
 )
@@ -127,7 +124,11 @@ def run_tune(cfg: Any, input: str | Path, *, trials: int, jobs: int = 1, storage
 
 
 def _domain_value(p: Any, v: Any) -> Any:
-    """The configured value ``v`` as a value of ``p``'s domain, or None if outside it."""
+    """Return the configured value ``v`` in ``p``'s domain, or ``None`` if outside it.
+
+    A duration becomes a number in ``p.unit``; an int entry needs a whole number; a bool
+    is never a number here.
+    """
     if v is None:
         return None
     if p.type == "categorical":
@@ -198,7 +199,10 @@ class _Bar:
 
 
 def best_trial(trials: list[Any]) -> Any | None:
-    """The feasible complete trial with the lowest score (None if there is none)."""
+    """Return the feasible complete trial with the lowest score (``None`` if there is none).
+
+    Ties go to the earlier trial (lower number).
+    """
     ok = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and feasible(t)]
     return min(ok, key=lambda t: (t.value, t.number)) if ok else None
 

@@ -1,13 +1,7 @@
-"""Study storage and workers: one Optuna study shared by processes and machines.
+"""Studies and workers: one Optuna study shared by processes and machines.
 
-Storage (``--storage``):
-
-* default ``sqlite:///<out>/tune.db`` — one machine, a few worker processes;
-* ``journal:<path>`` (or a path ending ``.log`` / ``.journal``) — Optuna's append-only journal
-  file, for file systems where SQLite's locking is unreliable (NFS);
-* ``postgresql://user@host:port/db`` — workers on many machines join one study.
-
-A worker loads the study by name and runs trials until the study holds ``total`` trials
+Where the study lives (``--storage``: SQLite, a journal file or PostgreSQL) is
+:mod:`~pueflow.modes.tune.storage`'s. A worker loads the study by name and runs trials until the study holds ``total`` trials
 (see :mod:`~pueflow.modes.tune.trials` for which count: a trial whose worker died or
 was interrupted is failed and re-run with the same settings), so re-running the same
 command resumes an interrupted study up to the same total. Local processes on one storage
@@ -27,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.exceptions import UpdateFinishedTrialError
 
 from pueflow.config.tune import TuneSpec
 from pueflow.exceptions import ConfigError, OptimizerError, PueflowError
 from pueflow.modes.tune.objective import Evaluator, Objective, constraints_of
+from pueflow.modes.tune.storage import open_storage, redact
+from pueflow.modes.tune.storage import storage_url as storage_url  # re-exported: was defined here
 from pueflow.modes.tune.trials import (
-    HEARTBEAT_S,
-    STALE_AFTER_S,
     claim,
     count_trials,
     fail_stale,
@@ -50,116 +43,16 @@ from pueflow.modes.tune.trials import (
     heartbeat,
     held_interrupts,
     interrupted,
-    retry_stale,
 )
 
 
-def storage_url(storage: str | None, out: str | Path) -> str:
-    """``storage`` or the default SQLite file in ``out`` (absolute, so workers agree)."""
-    if storage:
-        return storage
-    return "sqlite:///" + str((Path(out) / "tune.db").resolve())
-
-
-def storage_file(url: str) -> Path | None:
-    """The local file of a SQLite or journal storage ``url`` (None for a database server)."""
-    if url.startswith("journal:"):
-        return Path(url[len("journal:"):].removeprefix("//"))
-    if "://" not in url and url.endswith((".log", ".journal")):
-        return Path(url)
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        return Path(url[len("sqlite:///"):].split("?", 1)[0])
-    return None
-
-
-def lock_path(url: str, out: str | Path) -> Path:
-    """The lock local processes share for ``url``: ``<storage file>.lock``, else in ``out``.
-
-    Keyed on the storage file rather than the output folder, so two invocations with
-    different ``--out`` but one ``--storage`` file still take turns.
-    """
-    f = storage_file(url)
-    return f.with_name(f.name + ".lock") if f is not None else Path(out) / ".tune.lock"
-
-
-def open_storage(url: str) -> Any:
-    """An Optuna storage for ``url`` (see the module doc).
-
-    SQLite and PostgreSQL storages record a heartbeat of every running trial
-    (:data:`~pueflow.modes.tune.trials.HEARTBEAT_S`) so a dead worker's trial is found.
-    """
-    journal = url[len("journal:"):] if url.startswith("journal:") else None
-    if journal is None and "://" not in url and url.endswith((".log", ".journal")):
-        journal = url
-    if journal is not None:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = journal.removeprefix("//")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
-    if url.startswith("sqlite:"):
-        # waiting for the lock beats failing a trial when two workers write at once
-        return _rdb_with_retry(url, {"connect_args": {"timeout": 60}})
-    if url.startswith(("postgresql", "mysql")):
-        try:
-            return _rdb_with_retry(_driver(url), {"pool_pre_ping": True})
-        except ImportError as exc:
-            msg = (f"storage {redact(url)} needs a database driver: {exc}; install the tune extra "
-                   f"(pip install 'pueflow[tune]', which brings psycopg)")
-            raise PueflowError(msg) from None
-    msg = (f"storage {redact(url)!r} is not understood; use sqlite:///FILE, journal:FILE or "
-           f"postgresql://USER@HOST:PORT/DB")
-    raise PueflowError(msg)
-
-
-def _rdb_with_retry(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> Any:
-    """RDBStorage, retried while another worker is creating the schema at the same moment.
-
-    Workers started together on an empty database race to create Optuna's tables; the loser
-    sees a unique-key violation (``alembic_version``) or "table studies already exists".
-    Once the winner is done, the schema exists and a retry simply opens it.
-    """
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    for attempt in range(attempts):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                    grace_period=STALE_AFTER_S, heartbeat_stale_trial_callback=retry_stale)
-        except (IntegrityError, ProgrammingError, OperationalError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _driver(url: str) -> str:
-    """``postgresql://`` with the PostgreSQL driver that is installed (psycopg 3, else psycopg2)."""
-    if not url.startswith("postgresql://"):
-        return url
-    import importlib.util
-
-    for module, scheme in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
-        if importlib.util.find_spec(module) is not None:
-            return scheme + url[len("postgresql"):]
-    return url
-
-
-def redact(url: str) -> str:
-    """``url`` without a password (``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``)."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        if ":" in cred:
-            cred = cred.split(":", 1)[0] + ":***"
-        return f"{scheme}://{cred}@{host}"
-    return url
-
-
 def fingerprint(spec: TuneSpec, site_id: str) -> str:
-    """What must not change within a study: site, objective, constraints, space, periods, policy."""
+    """Return what must not change within a study, as canonical JSON.
+
+    That is the ``[tune]`` section (site, objective, constraints, space, periods, policy)
+    without the settings that only steer the search (``study``, ``startup_trials``,
+    ``pruner``, ``prune_after_days``, ``sampler``), plus the site id.
+    """
     keep = spec.model_dump(mode="json", exclude={"study", "startup_trials", "pruner", "prune_after_days",
                                                  "sampler"})
     keep["site_id"] = site_id
@@ -167,16 +60,25 @@ def fingerprint(spec: TuneSpec, site_id: str) -> str:
 
 
 def digest(spec: TuneSpec, site_id: str) -> str:
+    """Return the first 16 hex digits of the SHA-256 of :func:`fingerprint`."""
     return hashlib.sha256(fingerprint(spec, site_id).encode()).hexdigest()[:16]
 
 
 def default_study_name(spec: TuneSpec, site_id: str) -> str:
-    """``[tune] study``, else ``pueflow-<site>-<digest of [tune]>``: the same ``[tune]`` resumes
-    its study, a changed one starts a new study instead of mixing scores."""
+    """Return ``[tune] study``, else ``pueflow-<site>-<8 hex digits of the digest>``.
+
+    The same ``[tune]`` so resumes its study; a changed one starts a new study instead of
+    mixing scores.
+    """
     return spec.study or f"pueflow-{site_id}-{digest(spec, site_id)[:8]}"
 
 
 def make_sampler(spec: TuneSpec, seed: int | None) -> Any:
+    """Return the ``[tune] sampler``: random, or TPE after ``startup_trials`` random ones.
+
+    TPE gets the trials' constraints (through ``constraints_func`` on Optuna < 5, which
+    has no ``Trial.set_constraint``); ``seed`` ``None`` draws a fresh seed.
+    """
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     kw: dict[str, Any] = {"seed": seed, "n_startup_trials": spec.startup_trials}
@@ -186,6 +88,12 @@ def make_sampler(spec: TuneSpec, seed: int | None) -> Any:
 
 
 def make_pruner(spec: TuneSpec) -> Any:
+    """Return the ``[tune] pruner``: none, or the median pruner.
+
+    The median pruner stops a trial whose running score is worse than the median of
+    earlier trials at the same day, after ``prune_after_days`` days and once
+    ``min(5, startup_trials)`` trials have finished.
+    """
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=min(5, spec.startup_trials),
@@ -326,7 +234,24 @@ def spawn_workers(job: WorkerJob, jobs: int, lock_path: Path, folder: Path) -> l
 
 
 def worker_main(job_path: str, index: int, lock_path: str) -> int:
-    """A worker process: run trials; SIGTERM/SIGINT fail the running trial (re-run on resume)."""
+    """Run one worker process's trials (the entry point of ``pueflow.modes.tune.worker``).
+
+    SIGTERM and SIGINT fail the running trial, which is re-run on resume.
+
+    Parameters
+    ----------
+    job_path : str
+        Pickled :class:`WorkerJob` written by the parent process.
+    index : int
+        This worker's number.
+    lock_path : str
+        The lock file the local workers share.
+
+    Returns
+    -------
+    int
+        Exit status: 0 when done, 130 when interrupted.
+    """
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 

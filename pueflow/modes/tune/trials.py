@@ -229,5 +229,5 @@ def fail_stale(study: Any) -> int:
 
 
 def retry_stale(study: Any, trial: Any) -> None:
-    """Optuna's heartbeat-stale callback: queue the stale trial's settings again."""
+    """Queue the settings of a stale trial again (Optuna's heartbeat-stale callback)."""
     retry(study, trial)
