@@ -24,6 +24,11 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def _env_num(name: str, default: str) -> str:
+    """Return environment variable ``name`` or ``default``: the text of a numeric flag's default."""
+    return os.environ.get(name) or default
+
+
 def parse_time_ns(text: str, flag: str) -> int:
     """Parse an ISO-8601 time with a zone (``2026-07-01T00:00Z``, ``...+01:00``) into [ns].
 
@@ -104,7 +109,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _sink_line(sink_rows: dict[str, dict[str, int]]) -> str:
-    """What each sink actually received, e.g. ``182 kpi, 4 quality rows -> tetouan-store``."""
+    """Say what each sink actually received, e.g. ``182 kpi, 4 quality rows -> tetouan-store``."""
     if not sink_rows:
         return "no sink"
     parts = []
@@ -195,11 +200,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
               f"or relax the [tune] constraints (report: {res.report_path})", file=sys.stderr)
         return EXIT_ERROR
     if args.no_report:
-        print(f"study {res.study}: {res.trials} trials" + (f", best #{res.best_number} = {num(res.best_value)}"
-                                                            if res.best_number is not None else ""))
+        best = ("" if res.best_number is None or res.best_value is None
+                else f", best #{res.best_number} = {num(res.best_value)}")
+        print(f"study {res.study}: {res.trials} trials{best}")
     elif args.quiet:
         val = ", ".join(f"{k} {num(v)}" for k, v in res.validation.items())
-        print(f"study {res.study}: {res.trials} trials, best #{res.best_number} = {num(res.best_value)}"
+        best_value = num(res.best_value) if res.best_value is not None else "-"
+        print(f"study {res.study}: {res.trials} trials, best #{res.best_number} = {best_value}"
               f"{' (validation: ' + val + ')' if val else ''} -> {res.config_path}, {res.report_path}")
     return EXIT_OK
 
@@ -274,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("consume", help="run the Kafka -> KPI -> store service")
     _config_arg(p)
     p.add_argument("--metrics-port", type=int,
-                   default=int(_env("PUEFLOW_METRICS_PORT", "0")) or None,
+                   default=int(_env_num("PUEFLOW_METRICS_PORT", "0")) or None,
                    help="Prometheus /metrics and /health port (env PUEFLOW_METRICS_PORT)")
     p.add_argument("--run", default=_env("PUEFLOW_RUN", ""), help="run tag (default: none)")
     p.add_argument("--group", default=_env("PUEFLOW_GROUP"),
@@ -282,15 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dispatch", choices=["mpc", "rule"], default=_env("PUEFLOW_DISPATCH"),
                    help="also publish dispatch setpoints with this policy (env PUEFLOW_DISPATCH)")
     p.add_argument("--session-timeout-ms", type=int,
-                   default=int(_env("PUEFLOW_SESSION_TIMEOUT_MS", "0")) or None,
+                   default=int(_env_num("PUEFLOW_SESSION_TIMEOUT_MS", "0")) or None,
                    help="consumer session timeout: how fast a dead process's partitions move "
                         "(env PUEFLOW_SESSION_TIMEOUT_MS; default: kafka-python's)")
     p.add_argument("--max-message-bytes", type=int,
-                   default=int(_env("PUEFLOW_MAX_MESSAGE_BYTES", "1000000")),
+                   default=int(_env_num("PUEFLOW_MAX_MESSAGE_BYTES", "1000000")),
                    help="larger records go to the dead-letter topic undecoded "
                         "(env PUEFLOW_MAX_MESSAGE_BYTES; default 1000000)")
     p.add_argument("--drain-timeout", type=float,
-                   default=float(_env("PUEFLOW_DRAIN_TIMEOUT", "20")),
+                   default=float(_env_num("PUEFLOW_DRAIN_TIMEOUT", "20")),
                    help="bound on the final checkpoint at SIGTERM/SIGINT [s] "
                         "(env PUEFLOW_DRAIN_TIMEOUT; default 20)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
