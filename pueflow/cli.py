@@ -14,6 +14,7 @@ from pueflow.config.load import load_config
 from pueflow.config.routing import unreached_sites
 from pueflow.connectors.parquet_store import read_store
 from pueflow.exceptions import ConfigError, PueflowError
+from pueflow.modes.dashboard.server import serve
 from pueflow.modes.eed import eed_report, write_report
 from pueflow.modes.replay import replay
 from pueflow.modes.summary import quality_counts, render, summarise
@@ -137,10 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Serve the operators' pages until Ctrl-C; ``EXIT_OK``."""
-    # loaded when the verb runs: it needs the [dashboard] extra (plotly's JS file)
-    from pueflow.modes.dashboard.server import serve
-
+    """Serve the operators' pages until Ctrl-C; ``EXIT_OK`` (plotly.js: the [dashboard] extra)."""
     serve(_load(args), args.stores or None, host=args.host, port=args.port, run=args.run)
     return EXIT_OK
 

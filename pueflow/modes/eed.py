@@ -57,7 +57,7 @@ _SUM_COLUMNS = ("facility_kwh", "it_kwh", "water_l", "heat_reuse_kwh", "pv_kwh",
 
 
 def year_period(year: int) -> tuple[date, date]:
-    """The reporting period of ``year``: local 1 January to the next 1 January (exclusive)."""
+    """Return the period of ``year``: local 1 January to the next 1 January (exclusive)."""
     return date(year, 1, 1), date(year + 1, 1, 1)
 
 
@@ -244,7 +244,7 @@ def _flat(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(reports: list[dict[str, Any]], fmt: str) -> str:
-    """The report as ``json``, ``csv`` (one row per site) or ``html`` (a page per site)."""
+    """Render the report as ``json``, ``csv`` (a row per site) or ``html`` (a page per site)."""
     if fmt == "json":
         return json.dumps(reports, indent=2, default=str)
     if fmt == "csv":

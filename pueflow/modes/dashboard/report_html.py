@@ -94,7 +94,7 @@ hours completely metered (≥ {100 * c["complete_threshold"]:.0f} % of readings)
 
 
 def render_html(reports: list[dict[str, Any]]) -> str:
-    """The report as one HTML document, one printable page per site."""
+    """Render the report as one HTML document, one printable page per site."""
     pages = "\n".join(_page(r) for r in reports)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f"<title>EU data-centre report</title><style>{_STYLE}</style></head><body>{pages}</body></html>")

@@ -66,8 +66,9 @@ def scan(stores: list[Path], measurement: str) -> pl.LazyFrame | None:
 
 
 def pick_run(lf: pl.LazyFrame | None, run: str | None) -> str:
-    """The ``run`` tag to show: ``run`` if given, else ``""`` (production) when present,
-    else the only run in the store.
+    """Return the ``run`` tag to show.
+
+    ``run`` if given, else ``""`` (production) when present, else the store's only run.
 
     Raises
     ------
