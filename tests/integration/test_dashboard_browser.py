@@ -235,3 +235,12 @@ def test_pages_see_new_rows(server, site_store):
     status, body = http_get(server + "/api/site/nowhere")
     assert status == 404
     assert b"nowhere" in body
+
+
+def test_the_error_hook_reports_a_failed_page(server, tmp_path):
+    # the checks above can fail: a range the server refuses shows up as a recorded error
+    dom, _ = browse(server + "/site/tetouan-1?from=2026-07-05&to=2026-07-01", tmp_path / "chr")
+    c = parse(dom)
+    assert c.body.get("data-ready") == "error"
+    errors = json.loads(c.diag["data-errors"])
+    assert any("is not after" in e for e in errors), errors

@@ -85,6 +85,10 @@ async function draw() {
 }
 
 async function main() {
+  // a link may carry the range: /site/<id>?from=YYYY-MM-DD&to=YYYY-MM-DD&window=1h
+  const url = new URLSearchParams(location.search);
+  for (const k of ["from", "to"]) if (url.get(k)) document.getElementById(k).value = url.get(k);
+  if (url.get("window")) document.getElementById("window").add(new Option(url.get("window"), url.get("window"), true, true));
   document.getElementById("apply").addEventListener("click", async () => {
     try { await draw(); PF.done(true); } catch (e) { document.getElementById("error").textContent = String(e); PF.done(false); }
   });
