@@ -221,7 +221,7 @@ def eed_report(cfg: Config, year: int | None = None, stores: list[str] | None = 
         period = year_period(year)
     paths = store_paths(cfg, stores)
     kpi, quality = scan(paths, "kpi"), scan(paths, "quality")
-    run = pick_run(kpi, run)
+    run = pick_run(paths, run)
     return [site_report(s, kpi, quality, run, *period) for s in cfg.sites]
 
 

@@ -36,10 +36,16 @@ def _renewable(names: list[str]) -> pl.Expr:
     return pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in ("pv_kwh", "wind_kwh", "ppa_kwh") if c in names])
 
 
-def as_of(kpi: pl.LazyFrame | None, run: str) -> datetime | None:
-    """End of the newest hourly row of ``run`` in the store (UTC), or None if it has none."""
+def as_of(kpi: pl.LazyFrame | None, run: str, latest: date | None = None) -> datetime | None:
+    """End of the newest hourly row of ``run`` in the store (UTC), or None if it has none.
+
+    ``latest`` (the newest ``date=`` partition, see ``store.latest_date``) limits the read to
+    the files of the last days.
+    """
     if kpi is None:
         return None
+    if latest is not None:
+        kpi = kpi.filter(pl.col("date") >= latest - timedelta(days=2))
     t = kpi.filter((pl.col("window") == HOURLY) & (pl.col("run") == run)).select(pl.col("time").max()).collect()
     v = t["time"][0]
     return None if v is None else v + timedelta(hours=1)
@@ -62,7 +68,8 @@ def _ratios(s: dict[str, float]) -> dict[str, float | None]:
         "facility_kwh": s["fac"], "it_kwh": s["it"]}
 
 
-def fleet_overview(cfg: Config, kpi: pl.LazyFrame | None, run: str, end: datetime | None = None) -> dict[str, Any]:
+def fleet_overview(cfg: Config, kpi: pl.LazyFrame | None, run: str, end: datetime | None = None,
+                   latest: date | None = None) -> dict[str, Any]:
     """Energy-weighted PUE, REF, CUE and hourly CFE per site, jurisdiction and fleet.
 
     Parameters
@@ -74,6 +81,8 @@ def fleet_overview(cfg: Config, kpi: pl.LazyFrame | None, run: str, end: datetim
         ``run`` tag to show.
     end : datetime, optional
         End of every period (default: :func:`as_of` the store).
+    latest : date, optional
+        Newest ``date=`` partition, to find the end reading only the last days' files.
 
     Returns
     -------
@@ -81,7 +90,7 @@ def fleet_overview(cfg: Config, kpi: pl.LazyFrame | None, run: str, end: datetim
     each entry has, per period, ``pue`` [-], ``ref`` [-], ``cue_kg_per_kwh`` [kg/kWh],
     ``cfe_hourly`` [-], ``facility_kwh`` and ``it_kwh`` [kWh] (None where undefined).
     """
-    end = end or as_of(kpi, run)
+    end = end or as_of(kpi, run, latest)
     sites_out: list[dict[str, Any]] = []
     sums: dict[str, dict[str, dict[str, float]]] = {}
     if end is not None and kpi is not None:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from pueflow.config.models import Config
 from pueflow.exceptions import PueflowError
 from pueflow.modes.dashboard.data import as_of, fleet_overview, site_series
-from pueflow.modes.dashboard.store import pick_run, scan, store_paths
+from pueflow.modes.dashboard.store import latest_date, pick_run, scan, store_paths
 
 STATIC = Path(__file__).with_name("static")
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -73,9 +73,9 @@ class Dashboard:
         """Fresh lazy scans of the store (new partition files are seen on every request)."""
         return {m: scan(self.paths, m) for m in ("kpi", "quality", "setpoint")}
 
-    def run(self, kpi: Any) -> str:
+    def run(self) -> str:
         """Return the ``run`` tag shown."""
-        return pick_run(kpi, self._run)
+        return pick_run(self.paths, self._run)
 
     def version(self) -> str:
         """Return a token that changes when any partition file changes (mtime, size)."""
@@ -93,14 +93,14 @@ class Dashboard:
     def fleet(self) -> dict[str, Any]:
         """JSON of the fleet page (:func:`~pueflow.modes.dashboard.data.fleet_overview`)."""
         s = self.scans()
-        return fleet_overview(self.cfg, s["kpi"], self.run(s["kpi"]))
+        return fleet_overview(self.cfg, s["kpi"], self.run(), latest=latest_date(self.paths))
 
     def site(self, site_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
         """JSON of a site page; ``from``/``to`` local dates (default: the 7 days to the newest row)."""
         s = self.scans()
-        run = self.run(s["kpi"])
+        run = self.run()
         site = self.cfg.site(site_id)
-        end_t = as_of(s["kpi"], run)
+        end_t = as_of(s["kpi"], run, latest_date(self.paths))
         if "to" in query:
             end = date.fromisoformat(query["to"][0])
         elif end_t is not None:

@@ -65,19 +65,45 @@ def scan(stores: list[Path], measurement: str) -> pl.LazyFrame | None:
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
-def pick_run(lf: pl.LazyFrame | None, run: str | None) -> str:
+def latest_date(stores: list[Path], measurement: str = "kpi") -> date | None:
+    """Newest ``date=`` partition (UTC date) of ``measurement`` in ``stores``, from folder names."""
+    newest = None
+    for root in stores:
+        base = root / f"measurement={measurement}"
+        if not base.is_dir():
+            continue
+        for part in base.iterdir():
+            if not part.is_dir():
+                continue
+            for d in part.iterdir():
+                if d.name.startswith("date="):
+                    try:
+                        v = date.fromisoformat(d.name[5:])
+                    except ValueError:
+                        continue
+                    newest = v if newest is None or v > newest else newest
+    return newest
+
+
+def pick_run(stores: list[Path], run: str | None, measurement: str = "kpi") -> str:
     """Return the ``run`` tag to show.
 
-    ``run`` if given, else ``""`` (production) when present, else the store's only run.
+    ``run`` if given, else ``""`` (production) when the newest day's files hold it, else
+    the only run in them (reading only those files' ``run`` column).
 
     Raises
     ------
     PueflowError
-        If the store holds several runs and none was chosen.
+        If the newest day holds several runs and none was chosen.
     """
-    if run is not None or lf is None:
-        return run or ""
-    runs = sorted(lf.select(pl.col("run").unique()).collect()["run"].to_list())
+    if run is not None:
+        return run
+    newest = latest_date(stores, measurement)
+    if newest is None:
+        return ""
+    files = [f for root in stores for f in (root / f"measurement={measurement}").glob(
+        f"*/date={newest.isoformat()}/*.parquet") if not f.name.startswith(".")]
+    runs = sorted(set(pl.concat([pl.read_parquet(f, columns=["run"]) for f in files])["run"].to_list()))
     if "" in runs or not runs:
         return ""
     if len(runs) == 1:
