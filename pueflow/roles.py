@@ -8,8 +8,15 @@ ENERGY_ROLES = (
     ("facility", "it")
     + tuple(f"cooling.{s}" for s in COOLING_SUBSYSTEMS)
     + ("electrical_losses", "other", "pv", "wind", "grid_import", "grid_export", "battery",
-       "heat_reuse_kwh")
+       "heat_reuse_kwh", "ppa")
 )
+#: On-site renewable generation: part of the site's power balance and dispatch.
+ONSITE_RENEWABLE_ROLES = ("pv", "wind")
+#: Off-site generation contracted to the site (power-purchase agreements), metered at the
+#: farm [kWh]: counted in REF and ``cfe_hourly`` (ISO/IEC 30134-3), never in the site's power
+#: balance, its grid estimate or dispatch.
+CONTRACTED_RENEWABLE_ROLES = ("ppa",)
+RENEWABLE_ROLES = ONSITE_RENEWABLE_ROLES + CONTRACTED_RENEWABLE_ROLES
 #: Roles integrated like energy but in litres (a cumulative water meter).
 VOLUME_ROLES = ("water_l",)
 #: Instantaneous sensors, averaged per window (time-weighted would need a kind of its own).

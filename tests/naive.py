@@ -390,7 +390,8 @@ def kpis(e: dict[str, float], metered: set[str], co2_kg_per_kwh: float = 0.0):
         facility = it + (cooling or 0.0) + g("electrical_losses") + g("other")
     f = {"facility_kwh": facility, "cooling_kwh": cooling}
     for name in ("pue", "ppue_cooling", *(f"ppue_{c}" for c in COOLING), "ppue_electrical",
-                 "ppue_other", "ref", "cue_kg_per_kwh", "wue_l_per_kwh", "erf"):
+                 "ppue_other", "ref", "cue_kg_per_kwh", "wue_l_per_kwh", "erf", "cfe_hourly",
+                 "cfe_matched_kwh"):
         f[name] = None
     flag = None
     if not it > 0:
@@ -416,8 +417,12 @@ def kpis(e: dict[str, float], metered: set[str], co2_kg_per_kwh: float = 0.0):
         if "water_l" in metered:
             f["wue_l_per_kwh"] = g("water_l") / it
     if facility > 0:
-        if "pv" in metered or "wind" in metered:
-            f["ref"] = min((g("pv") + g("wind")) / facility, 1.0)
+        if metered & {"pv", "wind", "ppa"}:
+            ren = g("pv") + g("wind") + g("ppa")
+            f["ref"] = min(ren / facility, 1.0)
+            # the window's own match (frames keep it on 1-hour windows only)
+            f["cfe_matched_kwh"] = facility if ren >= facility else max(ren, 0.0)
+            f["cfe_hourly"] = f["cfe_matched_kwh"] / facility
         if "heat_reuse_kwh" in metered:
             f["erf"] = g("heat_reuse_kwh") / facility
     return f, flag
@@ -558,6 +563,8 @@ def _window_row(a, b, linear, uniform, point, sensor, events, metered, energy_ro
     # to cover the whole window
     den = sum(1 for n in energy_series if first_t[n] < b)
     row, flag = kpis(e, metered, co2)
+    if b - a != 3600 * 10**9:  # hourly matching: only 1-hour windows carry it
+        row["cfe_hourly"] = row["cfe_matched_kwh"] = None
     row["coverage"] = covered / (den * (b - a)) if den else 0.0
     for col in ("rollovers", "resets", "gaps"):
         row[col] = sum(1 for t, c in events if c == col and a <= t < b)

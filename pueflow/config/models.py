@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import zoneinfo
+from datetime import date
 from typing import Literal
 
 from pydantic import (
@@ -69,6 +70,53 @@ class MeterRule(Model):
         return fnmatch.fnmatchcase(device, self.device) and fnmatch.fnmatchcase(point, self.point)
 
 
+class PpaContract(Model):
+    """An off-site wind farm contracted to the site (a power-purchase agreement).
+
+    Its delivery is metered at the farm and reported as series ``ppa-<name>``/``power_kw``
+    (role ``ppa``): counted in REF and ``cfe_hourly``, never in the site's power balance or
+    dispatch. The simulator generates the feed from the site's wind, ``lag_hours`` later
+    and scaled by ``wind_speed_factor``, through ``turbine_type`` power curves.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    capacity_kw: float = Field(gt=0, description="contracted farm capacity [kW]")
+    turbine_type: str = "E-82/2300"
+    hub_height_m: float = Field(98.0, gt=0)
+    wind_speed_factor: float = Field(1.0, gt=0, le=3.0, description="farm 10 m wind / site's [-]")
+    lag_hours: float = Field(3.0, ge=0, le=48, description="the farm sees the site's weather later [h]")
+
+
+class GuaranteeOfOrigin(Model):
+    """Guarantees of origin cancelled for the site's supply: ``kwh`` over ``start`` .. ``end``.
+
+    ``end`` is exclusive (a calendar year: start = 2026-01-01, end = 2027-01-01). Counted as
+    contracted renewable energy in annual REF (``report --eed``), pro rata by days for a
+    period that straddles the year; not in ``cfe_hourly`` (a certificate has no hour). List
+    only certificates that do not already back a metered ``ppa`` feed (else counted twice).
+    """
+
+    start: date
+    end: date
+    kwh: float = Field(ge=0, description="energy the certificates cover [kWh]")
+    technology: str = ""
+
+    @model_validator(mode="after")
+    def _period(self) -> GuaranteeOfOrigin:
+        if self.end <= self.start:
+            msg = (f"end {self.end} is not after start {self.start}; the period is "
+                   f"[start, end), e.g. start = 2026-01-01, end = 2027-01-01")
+            raise ValueError(msg)
+        return self
+
+    def kwh_within(self, start: date, end: date) -> float:
+        """Return the certificates' energy pro rata to the days of ``[start, end)`` [kWh]."""
+        lo, hi = max(start, self.start), min(end, self.end)
+        if hi <= lo:
+            return 0.0
+        return self.kwh * (hi - lo).days / (self.end - self.start).days
+
+
 class Site(Model):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     jurisdiction: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")
@@ -83,6 +131,8 @@ class Site(Model):
     meter_profile: str | None = Field(None, description="name in [meter_profiles], appended to meters")
     plant: PlantSpec = Field(default_factory=PlantSpec)
     dispatch: DispatchSpec | None = None
+    ppa: list[PpaContract] = Field(default_factory=list)
+    guarantees_of_origin: list[GuaranteeOfOrigin] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod

@@ -30,7 +30,10 @@ def summarise(kpi: pl.DataFrame, quality: pl.DataFrame, *, by_day: bool = False,
         rows = kpi.filter(pl.col("window") == finest)
         keys = ["site"]
     rows = rows.filter((pl.col("coverage") > 0) | (pl.col("it_kwh").fill_null(0) != 0))
-    ren = pl.col("pv_kwh").fill_null(0) + pl.col("wind_kwh").fill_null(0)
+    # on-site + contracted (ppa) generation, as REF counts it; stores from before ``ppa``
+    # have no such column
+    ren = pl.sum_horizontal(pl.col(c).fill_null(0) for c in ("pv_kwh", "wind_kwh", "ppa_kwh")
+                            if c in rows.columns)
     out = (rows.group_by(keys, maintain_order=True).agg(
         pl.col("facility_kwh").sum().alias("facility_mwh") / 1000,
         pl.col("it_kwh").sum().alias("it_mwh") / 1000,

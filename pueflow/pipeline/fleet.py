@@ -30,8 +30,10 @@ def site_totals(energy: np.ndarray, metered: np.ndarray, co2: float) -> np.ndarr
         fac = energy[R["facility"]]
     else:
         fac = it + energy[COOLING].sum() + energy[R["electrical_losses"]] + energy[R["other"]]
-    ren = energy[R["pv"]] + energy[R["wind"]]
-    grid = energy[R["grid_import"]] if metered[R["grid_import"]] else max(fac - ren, 0.0)
+    onsite = energy[R["pv"]] + energy[R["wind"]]
+    # contracted (ppa) supply counts as renewable, never against the grid estimate
+    ren = onsite + energy[R["ppa"]]
+    grid = energy[R["grid_import"]] if metered[R["grid_import"]] else max(fac - onsite, 0.0)
     return np.array([fac, it, ren, grid * co2, energy[R["water_l"]]])
 
 

@@ -15,6 +15,7 @@ from pueflow.roles import ALL_ROLES, ROLE_INDEX, SENSOR_ROLES
 from pueflow.schema import rows as rw
 from pueflow.schema.batch import Batch
 from pueflow.schema.registry import Registry
+from pueflow.units import parse_duration_ns
 
 ENERGY_COLUMNS = tuple(
     (r.replace(".", "_") + ("" if r.endswith(("_kwh", "_l")) else "_kwh"), ROLE_INDEX[r])
@@ -52,6 +53,11 @@ def kpi_frame(cfg: Config, metered: np.ndarray, run: str, blocks: list[Windows],
         if name not in cols:
             cols[name] = fields[:, j]
     cols["facility_kwh"] = fields[:, kp.F["facility_kwh"]]
+    # hourly matching is defined on hours: other windows carry no cfe fields
+    hourly = np.concatenate([np.full(len(b.start), parse_duration_ns(b.window) == kp.CFE_WINDOW_NS)
+                             for b in blocks])
+    for name in kp.CFE_FIELDS:
+        cols[name] = np.where(hourly, cols[name], np.nan)
     cover = np.concatenate([b.cover for b in blocks])
     cols["coverage"] = cover
     ev = np.concatenate([b.ev for b in blocks])

@@ -7,8 +7,13 @@ never a ratio of instantaneous powers. Fleet KPIs sum energies across sites firs
   better-than-perfect reading: flagged and not reported.
 - pPUE_x = (IT + overhead_x) / IT for each cooling subsystem and overhead class, so that
   1 + sum(pPUE_x - 1) = PUE when the overheads add up to facility - IT.
-- REF = renewable / facility, capped at 1; CUE = grid kWh x grid CO2 [kg/kWh] / IT;
+- REF = renewable / facility, capped at 1, renewable = on-site ``pv`` + ``wind`` + contracted
+  ``ppa`` (ISO/IEC 30134-3 counts contracted supply); CUE = grid kWh x grid CO2 [kg/kWh] / IT;
   WUE = water [L] / IT; ERF = reused heat / facility.
+- ``cfe_matched_kwh`` = min(renewable, facility) of a window and ``cfe_hourly`` = matched /
+  facility: reported on 1-hour windows only (see :data:`CFE_WINDOW_NS`); over a longer period
+  the carbon-free share is the ratio of sums of the hours (:func:`cfe_of_hours`), an
+  energy-weighted hourly match that is never above the period's REF.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ KPI_FIELDS = (
     ("pue", "ppue_cooling")
     + tuple(f"ppue_{s}" for s in COOLING_SUBSYSTEMS)
     + ("ppue_electrical", "ppue_other", "ref", "cue_kg_per_kwh", "wue_l_per_kwh", "erf",
-       "cooling_kwh", "facility_kwh")
+       "cfe_hourly", "cfe_matched_kwh", "cooling_kwh", "facility_kwh")
 )
 F = {name: i for i, name in enumerate(KPI_FIELDS)}
 FLAG_NON_POSITIVE_IT, FLAG_BETTER_THAN_PERFECT = 1, 2
@@ -38,6 +43,11 @@ I_PV, I_WIND, I_GRID, I_WATER, I_HEAT = R["pv"], R["wind"], R["grid_import"], R[
 F_PUE, F_PPUE_COOLING, F_PPUE_EL, F_PPUE_OTHER = F["pue"], F["ppue_cooling"], F["ppue_electrical"], F["ppue_other"]
 F_REF, F_CUE, F_WUE, F_ERF = F["ref"], F["cue_kg_per_kwh"], F["wue_l_per_kwh"], F["erf"]
 F_COOLING, F_FACILITY = F["cooling_kwh"], F["facility_kwh"]
+F_CFE, F_CFE_MATCHED = F["cfe_hourly"], F["cfe_matched_kwh"]
+I_PPA = R["ppa"]
+#: the only window length [ns] whose rows carry ``cfe_hourly`` / ``cfe_matched_kwh``
+CFE_WINDOW_NS = 3600 * 10**9
+CFE_FIELDS = ("cfe_hourly", "cfe_matched_kwh")
 
 
 # ----------------------------------------------------------------------------- the ratio rules
@@ -171,14 +181,41 @@ def kpis(energy, metered, co2_kg_per_kwh, out, flags):
             if metered[I_GRID]:
                 grid = e[I_GRID]
             else:
+                # contracted ``ppa`` supply is off site: it never offsets the grid estimate
                 grid = max(facility - e[I_PV] - e[I_WIND], 0.0)
             out[r, F_CUE] = per_it(grid * co2_kg_per_kwh, it)
             if metered[I_WATER]:
                 out[r, F_WUE] = per_it(e[I_WATER], it)
-        if metered[I_PV] or metered[I_WIND]:
-            out[r, F_REF] = share_of_facility(e[I_PV] + e[I_WIND], facility, True)
+        if metered[I_PV] or metered[I_WIND] or metered[I_PPA]:
+            ren = e[I_PV] + e[I_WIND] + e[I_PPA]
+            out[r, F_REF] = share_of_facility(ren, facility, True)
+            if facility > 0.0:
+                out[r, F_CFE_MATCHED] = min(max(ren, 0.0), facility)
+                out[r, F_CFE] = out[r, F_CFE_MATCHED] / facility
         if metered[I_HEAT]:
             out[r, F_ERF] = share_of_facility(e[I_HEAT], facility, False)
+
+
+def cfe_of_hours(facility_kwh, renewable_kwh) -> float:
+    """Energy-weighted hourly carbon-free share of a period from its hourly energies.
+
+    Parameters
+    ----------
+    facility_kwh : array [kWh]
+        Facility energy of each hour.
+    renewable_kwh : array [kWh]
+        Renewable generation (on-site + contracted) of the same hours.
+
+    Returns
+    -------
+    float
+        sum over hours of min(renewable, facility) / sum of facility [-]; NaN when the
+        facility energy sums to <= 0.
+    """
+    fac = np.nan_to_num(np.asarray(facility_kwh, np.float64))
+    ren = np.nan_to_num(np.asarray(renewable_kwh, np.float64))
+    matched = np.minimum(ren, np.maximum(fac, 0.0)).sum()
+    return float(share_of_facility(matched, fac.sum(), True))
 
 
 def compute(energy: np.ndarray, metered: np.ndarray, co2_kg_per_kwh: float

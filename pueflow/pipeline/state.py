@@ -18,11 +18,15 @@ from pueflow.config.models import Config
 from pueflow.exceptions import StateError
 from pueflow.pipeline.energy import NO_TIME
 from pueflow.pipeline.history import SiteHistory
+from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from pueflow.schema.batch import Batch
 from pueflow.schema.registry import Registry
 
 #: Bumped whenever the snapshot layout changes.
 STATE_VERSION = 2
+#: Role columns of a snapshot that names none (written before the ``ppa`` role existed);
+#: closed buckets are restored by role name, so adding a role never shifts another's energy.
+PRE_PPA_ROLES = tuple(r for r in ALL_ROLES if r != "ppa")
 
 
 class CoreState:
@@ -105,7 +109,7 @@ class CoreState:
         index = {s.id: i for i, s in enumerate(self.cfg.sites)}
         arrays: dict[str, np.ndarray] = {}
         header: dict[str, Any] = {"version": STATE_VERSION, "base_ns": self.base_ns, "windows": self.windows,
-                                  "sites": []}
+                                  "roles": list(ALL_ROLES), "sites": []}
         site_of = reg.site[:n]
         for sid in site_ids:
             if sid not in index:
@@ -162,6 +166,20 @@ class CoreState:
             msg = (f"checkpointed state was made with windows {header.get('windows')}; the config "
                    f"now has {self.windows}. Restore with the old config or reset the state topic")
             raise StateError(msg)
+        roles = tuple(header.get("roles") or PRE_PPA_ROLES)
+        unknown = [r for r in roles if r not in ROLE_INDEX]
+        if unknown:
+            msg = (f"checkpointed state has roles {unknown} this pueflow does not know; restore with the "
+                   f"pueflow that wrote it or reset the state topic")
+            raise StateError(msg)
+
+        def by_role(a: np.ndarray) -> np.ndarray:
+            if roles == ALL_ROLES:
+                return a
+            out = np.zeros((a.shape[0], len(ALL_ROLES)), a.dtype)
+            out[:, [ROLE_INDEX[r] for r in roles]] = a
+            return out
+
         index = {s.id: i for i, s in enumerate(self.cfg.sites)}
         restored = []
         for st in header["sites"]:
@@ -195,8 +213,8 @@ class CoreState:
             self.last_data_b[i] = st["last_data_b"]
             self.next_start[i] = {k: int(v) for k, v in st["next_start"].items()}
             h = SiteHistory(b0=st["hist_b0"])
-            h.append(z[pre + "h_e"], z[pre + "h_cov"], z[pre + "h_den"], z[pre + "h_ssum"],
-                     z[pre + "h_sn"], z[pre + "h_ev"])
+            h.append(by_role(z[pre + "h_e"]), z[pre + "h_cov"], z[pre + "h_den"], by_role(z[pre + "h_ssum"]),
+                     by_role(z[pre + "h_sn"]), z[pre + "h_ev"])
             self.hist[i] = h
             ev = z[pre + "ev_acc"]
             self.ev_acc[i] = 0

@@ -147,6 +147,7 @@ def series_specs(site: Site, c: Counts) -> list[SeriesSpec]:
     add(names("aux", c.aux), "power_kw", POWER, "other", "aux")
     add(names("pv-inv", c.pv_inverters), "power_kw", POWER, "pv", "pv")
     add(names("wtg", c.turbines), "power_kw", POWER, "wind", "wind")
+    add([f"ppa-{p.name}" for p in site.ppa], "power_kw", POWER, "ppa", "ppa")
     add(["grid-1"], "import_kwh", REGISTER, "grid_import", "grid_import")
     add(["grid-1"], "export_kwh", REGISTER, "grid_export", "grid_export")
     add(names("bess", c.battery), "power_kw", POWER, "battery", "bess")

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from pueflow.config.models import Site
+from pueflow.config.plant import WindSpec
 from pueflow.sim import cooling, electrical, solar, weather, wind
 from pueflow.sim.battery import Battery
 from pueflow.sim.load import RackLoad
@@ -27,7 +28,8 @@ from pueflow.sim.meters import (
 from pueflow.sim.plant import emitted, resolve, series_specs
 from pueflow.sim.truth import ROLE_COL, TRUTH_ROLES, TruthAccumulator
 
-_STREAMS = ("weather", "pv", "wind", "racks", "tanks", "misc", "faults", "registers")
+# appended streams keep the earlier ones' draws (SeedSequence children are by index)
+_STREAMS = ("weather", "pv", "wind", "racks", "tanks", "misc", "faults", "registers", "ppa")
 
 
 def _factors(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
@@ -69,6 +71,7 @@ class SiteSim:
         self.weather = weather.generate(p.climate, site.latitude, site.longitude, start_ns, end_ns, rng["weather"])
         self._pv_grid = self._pv()
         self._wind_grid = self._wind()
+        self._ppa_grid = self._ppa()
         self.racks = RackLoad.build(p.load, p.racks.rack_kw * _factors(rng["misc"], c.racks, p.racks.spread),
                                     rng["racks"])
         self.tanks = RackLoad.build(p.load, np.full(c.tanks, p.immersion.tank_kw), rng["tanks"])
@@ -107,6 +110,23 @@ class SiteSim:
             return np.zeros((len(self.weather.grid_ns), 0))
 
         return wind.turbine_power_kw(self.plant.wind, self.weather.wind10_m_s, self.rng["wind"])
+
+    def _ppa(self) -> np.ndarray:
+        """Delivery of each contracted wind farm on the weather grid [kW], (n_grid, n_ppa).
+
+        The farm sees the site's 10 m wind ``lag_hours`` later and scaled by
+        ``wind_speed_factor``; its turbines (capacity / nominal, rounded up) follow their
+        power curve, and the total is scaled to the contracted capacity.
+        """
+        g = self.weather.grid_ns.astype(np.float64)
+        out = np.zeros((len(g), len(self.site.ppa)))
+        for k, c in enumerate(self.site.ppa):
+            v = np.interp(g - c.lag_hours * 3.6e12, g, self.weather.wind10_m_s) * c.wind_speed_factor
+            nominal = wind.power_curve(c.turbine_type, c.hub_height_m)[2]
+            n = max(int(np.ceil(c.capacity_kw / nominal)), 1)
+            spec = WindSpec(count=n, turbine_type=c.turbine_type, hub_height_m=c.hub_height_m)
+            out[:, k] = wind.turbine_power_kw(spec, v, self.rng["ppa"]).sum(axis=1) * (c.capacity_kw / (n * nominal))
+        return out
 
     def _groups_index(self) -> None:
         by_group: dict[str, tuple[list[int], list[int]]] = {}
@@ -221,6 +241,9 @@ class SiteSim:
         g["wind"] = np.stack([self.weather_interp(self._wind_grid[:, i], time_ns)
                               for i in range(c.turbines)], axis=1) if c.turbines else np.zeros((n, 0))
         pv, wnd = g["pv"].sum(axis=1), g["wind"].sum(axis=1)
+        # contracted off-site supply: metered and counted, never in the site's balance below
+        g["ppa"] = np.stack([self.weather_interp(self._ppa_grid[:, k], time_ns)
+                             for k in range(self._ppa_grid.shape[1])], axis=1) if self.site.ppa else np.zeros((n, 0))
         bess, soc = self.battery.step(dt, facility - pv - wnd, hour) if c.battery else (np.zeros(n), np.zeros(n))
         g["bess"], g["soc"] = bess[:, None], soc[:, None]
         grid = facility - pv - wnd + bess
@@ -236,7 +259,7 @@ class SiteSim:
         for name, v in {"facility": facility, "it": it, **cool, "electrical_losses": losses,
                         "other": aux_total, "pv": pv, "wind": wnd, "grid_import": g["grid_import"][:, 0],
                         "grid_export": g["grid_export"][:, 0], "battery": bess,
-                        "water_l": sink.water_l_s}.items():
+                        "water_l": sink.water_l_s, "ppa": g["ppa"].sum(axis=1)}.items():
             role[:, ROLE_COL[name]] = v
         return g, role, amb
 

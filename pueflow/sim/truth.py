@@ -19,7 +19,7 @@ from pueflow.roles import COOLING_SUBSYSTEMS
 #: Energy roles tracked by the truth, in column order of ``role_kw`` arrays.
 TRUTH_ROLES = (("facility", "it") + tuple(f"cooling.{s}" for s in COOLING_SUBSYSTEMS)
                + ("electrical_losses", "other", "pv", "wind", "grid_import", "grid_export",
-                  "battery", "water_l"))
+                  "battery", "water_l", "ppa"))
 ROLE_COL = {r: i for i, r in enumerate(TRUTH_ROLES)}
 _NS_PER_HOUR = 3.6e12
 
@@ -129,7 +129,7 @@ class TruthAccumulator:
         ).with_columns(
             pl.when(it > 0).then(fac / it).alias("pue"),
             pl.when(it > 0).then((it + pl.col("cooling_kwh")) / it).alias("ppue_cooling"),
-            pl.when(fac > 0).then(pl.min_horizontal((pl.col("pv_kwh") + pl.col("wind_kwh")) / fac,
+            pl.when(fac > 0).then(pl.min_horizontal((pl.col("pv_kwh") + pl.col("wind_kwh") + pl.col("ppa_kwh")) / fac,
                                                     pl.lit(1.0))).alias("ref"),
             pl.when(it > 0).then(pl.col("water_l") / it).alias("wue_l_per_kwh"),
             pl.when(pl.col("amb_n") > 0).then(pl.col("amb_sum") / pl.col("amb_n")).alias("ambient_temp_c"),
