@@ -66,7 +66,7 @@ def parse_address(address: str) -> tuple[str, int]:
 
 @contextmanager
 def connect(address: str) -> Iterator[Client]:
-    """A client for ``address`` (see :func:`parse_address`); a local cluster is stopped after.
+    """Connect to ``address`` (see :func:`parse_address`); stop a local cluster after.
 
     Raises
     ------
@@ -185,8 +185,13 @@ def _gather(futures, slices: list[Slice], cfg: Config, progress: bool, t0: float
     results: list = [None] * len(futures)
     bar = None
     if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-            TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
         bar = Progress(TextColumn("replay on dask"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
         task = bar.add_task("replay", total=len(futures), rate="")

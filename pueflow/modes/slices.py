@@ -147,7 +147,7 @@ def _decoded(cfg: Config, reg: Registry, inputs: list[str | Path], lo: int | Non
 
 
 def _mine(reg: Registry, site: int, b: Batch) -> Batch:
-    """Readings of ``site``; site 0's slices also take readings of unknown sites."""
+    """Keep the readings of ``site``; site 0's slices also keep unknown sites' readings."""
     s = reg.site[b.series]
     keep = (s == site) | (s < 0) if site == 0 else s == site
     return b if keep.all() else b.take(np.flatnonzero(keep))
