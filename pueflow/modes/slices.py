@@ -146,6 +146,26 @@ def _decoded(cfg: Config, reg: Registry, inputs: list[str | Path], lo: int | Non
                              json_timestamp_unit=unit or cfg.kafka.timestamp_unit)
 
 
+def site_inputs(inputs: list[str | Path], site_ids: list[str], site: int) -> list[str | Path]:
+    """Narrow ``inputs`` to what a slice of ``site`` must read.
+
+    Of a folder with ``site=<id>`` sub-folders (Hive layout, the files keeping their
+    ``site`` column) only that site's (site 0 also reads the folders of sites not in the
+    config); other inputs whole.
+    """
+    out: list[str | Path] = []
+    for p in inputs:
+        root = Path(p)
+        parts = sorted(root.glob("site=*")) if root.is_dir() else []
+        if not parts:
+            out.append(p)
+            continue
+        known = {f"site={s}" for s in site_ids}
+        out.extend(d for d in parts if d.name == f"site={site_ids[site]}"
+                   or (site == 0 and d.name not in known))
+    return out
+
+
 def _mine(reg: Registry, site: int, b: Batch) -> Batch:
     """Keep the readings of ``site``; site 0's slices also keep unknown sites' readings."""
     s = reg.site[b.series]
@@ -221,6 +241,7 @@ def run_slice(cfg: Config, inputs: list[str | Path], sl: Slice, *, t_lo: int,
 def _run_slice(cfg, inputs, sl, t_lo, out_dir, run, write, chunk_rows, memory_mb, spill_dir,
                unit) -> SliceResult:
     t0 = time.perf_counter()
+    inputs = site_inputs(inputs, [s.id for s in cfg.sites], sl.site)
     reg = Registry(cfg)
     pipe = Pipeline(cfg, reg, run=run)
     pipe.fleet = _SliceFleet(cfg, run, sl.start, sl.end)
