@@ -93,46 +93,69 @@ def connect(address: str) -> Iterator[Client]:
         client.close()
 
 
-def extent_ns(cfg: Config, inputs: list[str | Path], time_from_ns: int | None = None,
-              time_to_ns: int | None = None, timestamp_unit: str | None = None
-              ) -> tuple[int, int] | None:
-    """Earliest and latest reading time [ns] of ``inputs`` (None when there is none).
+def extent_ns(cfg: Config, inputs: list[str | Path], timestamp_unit: str | None = None
+              ) -> dict[str, tuple[int, int]]:
+    """First and last reading time [ns] of each site name in ``inputs`` (unknown ones too).
 
-    Parquet files answer from their ``time`` column alone; other formats are decoded.
+    Parquet files with a ``site`` column answer from their ``site`` and ``time`` columns;
+    other files are decoded.
     """
-    lo, hi = None, None
-    files = [f for p in inputs for f in telemetry_files(p)]
-    for f in files:
-        span = _parquet_span(f) if format_of(f) == "parquet" else None
-        if span is None:
+    spans: dict[str, tuple[int, int]] = {}
+
+    def merge(site: str, lo: int, hi: int) -> None:
+        a, z = spans.get(site, (lo, hi))
+        spans[site] = (min(a, lo), max(z, hi))
+
+    for f in (f for p in inputs for f in telemetry_files(p)):
+        got = _parquet_spans(f) if format_of(f) == "parquet" else None
+        if got is None:
             reg = Registry(cfg)
+            got = {}
             for ch in iter_file(f, reg, json_timestamp_unit=timestamp_unit
                                 or cfg.kafka.timestamp_unit):
-                if len(ch.batch):
-                    t = ch.batch.time_ns
-                    span = (min(int(t.min()), span[0]) if span else int(t.min()),
-                            max(int(t.max()), span[1]) if span else int(t.max()))
-        if span is not None:
-            lo = span[0] if lo is None else min(lo, span[0])
-            hi = span[1] if hi is None else max(hi, span[1])
-    if lo is None or hi is None:
-        return None
-    lo = max(lo, time_from_ns) if time_from_ns is not None else lo
-    hi = min(hi, time_to_ns - 1) if time_to_ns is not None else hi
-    return (lo, hi) if lo <= hi else None
+                b = ch.batch
+                if len(b):
+                    df = pl.DataFrame({"s": b.series, "t": b.time_ns}).group_by("s").agg(
+                        pl.col("t").min().alias("lo"), pl.col("t").max().alias("hi"))
+                    for s, lo, hi in df.iter_rows():
+                        site = reg.keys[s][0]
+                        a, z = got.get(site, (lo, hi))
+                        got[site] = (min(a, lo), max(z, hi))
+        for site, (lo, hi) in got.items():
+            merge(site, lo, hi)
+    return spans
 
 
-def _parquet_span(f: Path) -> tuple[int, int] | None:
-    """Time span [ns] of a Parquet file with a time-zone-aware ``time`` column, else None."""
+def _parquet_spans(f: Path) -> dict[str, tuple[int, int]] | None:
+    """Per-site time span [ns] of a Parquet file with ``site`` and a zoned ``time``, else None."""
     schema = pq.read_schema(f)
-    if "time" not in schema.names or not str(schema.field("time").type).startswith("timestamp"):
+    if "time" not in schema.names or "site" not in schema.names or \
+            not str(schema.field("time").type).startswith("timestamp"):
         return None
-    df = pl.scan_parquet(f).select(pl.col("time").min().alias("lo"),
-                                   pl.col("time").max().alias("hi")).collect()
-    if df["lo"][0] is None:
-        return None
-    t = df.select(pl.all().dt.epoch("ns"))
-    return int(t["lo"][0]), int(t["hi"][0])
+    df = (pl.scan_parquet(f).filter(pl.col("site").is_not_null() & pl.col("time").is_not_null())
+          .group_by(pl.col("site").cast(pl.String))
+          .agg(pl.col("time").min().dt.epoch("ns").alias("lo"),
+               pl.col("time").max().dt.epoch("ns").alias("hi")).collect())
+    return {s: (int(lo), int(hi)) for s, lo, hi in df.iter_rows()}
+
+
+def site_spans(cfg: Config, spans: dict[str, tuple[int, int]]
+               ) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+    """Spans to slice per site index, and each site's own last reading [ns].
+
+    Readings of sites not in the config go with site 0's slices (as ``unknown`` quality
+    rows), so its span also covers theirs.
+    """
+    index = {s.id: i for i, s in enumerate(cfg.sites)}
+    out = {index[s]: v for s, v in spans.items() if s in index}
+    own = {i: v[1] for i, v in out.items()}
+    stray = [v for s, v in spans.items() if s not in index]
+    if stray:
+        lo = min([v[0] for v in stray] + ([out[0][0]] if 0 in out else []))
+        hi = max([v[1] for v in stray] + ([out[0][1]] if 0 in out else []))
+        out[0] = (lo, hi)
+        own.setdefault(0, lo - 1)
+    return out, own
 
 
 def replay_dask(cfg: Config, inputs: list[str | Path], address: str, *,
@@ -164,12 +187,13 @@ def replay_dask(cfg: Config, inputs: list[str | Path], address: str, *,
         raise PueflowError(msg)
     t0 = time.perf_counter()
     with connect(address) as client:
-        span = extent_ns(cfg, inputs, timestamp_unit=timestamp_unit)
-        slices = plan_slices(cfg, span[0], span[1], slice_days) if span else []
+        spans, own = site_spans(cfg, extent_ns(cfg, inputs, timestamp_unit=timestamp_unit))
+        slices = plan_slices(cfg, spans, slice_days, own)
+        t_lo = min((v[0] for v in spans.values()), default=0)
         if progress:
             print(f"dask: {len(slices)} tasks on {address}; dashboard {client.dashboard_link}")
         ins = [str(p) for p in inputs]
-        futures = [client.submit(run_slice, cfg, ins, sl, t_lo=span[0], out_dir=out_dir, run=run,
+        futures = [client.submit(run_slice, cfg, ins, sl, t_lo=t_lo, out_dir=out_dir, run=run,
                                  write=write, chunk_rows=chunk_rows, memory_mb=memory_mb,
                                  spill_dir=spill_dir, timestamp_unit=timestamp_unit,
                                  key=f"pueflow-slice-{run}-{sl.site}-{sl.start}", retries=0,

@@ -78,11 +78,13 @@ class SliceResult:
     sink_rows: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def plan_slices(cfg: Config, t_lo: int, t_hi: int, days: int = 1) -> list[Slice]:
-    """Cut ``[t_lo, t_hi]`` [ns] into slices of ``days`` local days per site.
+def plan_slices(cfg: Config, spans: dict[int, tuple[int, int]], days: int = 1,
+                own_last: dict[int, int] | None = None) -> list[Slice]:
+    """Cut each site's ``spans[site]`` = (first, last) reading [ns] into slices of local days.
 
     Slices start at the site's local midnight, so no window (sub-day windows align to UTC,
-    ``1d`` to local midnight) crosses a slice boundary.
+    ``1d`` to local midnight) crosses a slice boundary. A slice is its site's ``last`` once
+    it ends after ``own_last[site]`` (default: the span's end), the site's own last reading.
 
     Raises
     ------
@@ -95,7 +97,8 @@ def plan_slices(cfg: Config, t_lo: int, t_hi: int, days: int = 1) -> list[Slice]
         raise PueflowError(msg)
     sub_day = [parse_duration_ns(w) for w in cfg.pipeline.windows if w != DAY]
     out: list[Slice] = []
-    for i, s in enumerate(cfg.sites):
+    for i, (t_lo, t_hi) in sorted(spans.items()):
+        s = cfg.sites[i]
         tz = ZoneInfo(s.timezone)
         starts = [window_start(DAY, t_lo, tz)]
         while starts[-1] <= t_hi:
@@ -107,7 +110,8 @@ def plan_slices(cfg: Config, t_lo: int, t_hi: int, days: int = 1) -> list[Slice]
                 msg = (f"site {s.id!r}: local midnight {c} ns is not a multiple of window "
                        f"{bad[0]} ns in zone {s.timezone}; replay this site in one process")
                 raise PueflowError(msg)
-        out.extend(Slice(i, a, z, z > t_hi) for a, z in zip(cuts[:-1], cuts[1:], strict=True))
+        last = t_hi if own_last is None or i not in own_last else own_last[i]
+        out.extend(Slice(i, a, z, z > last) for a, z in zip(cuts[:-1], cuts[1:], strict=True))
     return out
 
 
@@ -208,6 +212,14 @@ def _seed(pipe: Pipeline, cfg: Config, inputs, sl: Slice, w0: int, t_lo: int,
                 pipe.last_t[k], pipe.last_v[k] = t, v
         found.update(last)
         hi, span = lo, 2 * span
+    i = sl.site
+    if found and not sl.last:  # the site reported before: it runs from w0 even if silent now
+        b = w0 // pipe.base_ns
+        pipe.started[i] = True
+        pipe.site_b0[i] = b
+        pipe.hist[i].b0 = b
+        pipe.next_start[i] = {w: window_start(w, b * pipe.base_ns, pipe.tz[i])
+                              for w in pipe.windows}
 
 
 def run_slice(cfg: Config, inputs: list[str | Path], sl: Slice, *, t_lo: int,

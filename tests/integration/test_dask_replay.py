@@ -63,6 +63,15 @@ def inputs(tmp_path_factory) -> dict[str, tuple[Path, datetime]]:
                       cut + timedelta(minutes=20))
         df = _silence(df, site, "pdu-01", "power_kw", cut - timedelta(minutes=5),
                       cut + timedelta(minutes=5))
+        # a whole site silent across its midnight cut, longer than the warm-up, and one that
+        # stops 6 h before the others
+        dakar = datetime(*day, tzinfo=ZoneInfo("Africa/Dakar")).astimezone(UTC)
+        gone = ((pl.col("site").cast(pl.String) == "dakar-1")
+                & (pl.col("time") >= dakar - timedelta(hours=2))
+                & (pl.col("time") < dakar + timedelta(hours=1)))
+        early = ((pl.col("site").cast(pl.String) == "abilene-1")
+                 & (pl.col("time") >= start + timedelta(hours=42)))
+        df = df.filter(~gone & ~early)
         path = d / "telemetry.parquet"
         df.write_parquet(path, row_group_size=50_000)
         out[name] = (path, cut)

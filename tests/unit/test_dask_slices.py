@@ -10,7 +10,7 @@ import pytest
 
 from pueflow.config.load import load_config
 from pueflow.exceptions import PueflowError
-from pueflow.modes.distributed import DaskError, parse_address
+from pueflow.modes.distributed import DaskError, parse_address, site_spans
 from pueflow.modes.slices import HOUR_NS, plan_slices, site_gap_ns, warm_up_ns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def test_slices_tile_each_site_at_its_local_midnights():
     cfg = load_config(ROOT / "config" / "fleet-4-countries.toml")
     t_lo = _ns(datetime(2026, 3, 21, tzinfo=UTC))
     t_hi = _ns(datetime(2026, 3, 23, tzinfo=UTC)) - 60 * NS
-    slices = plan_slices(cfg, t_lo, t_hi)
+    slices = plan_slices(cfg, dict.fromkeys(range(len(cfg.sites)), (t_lo, t_hi)))
     for i, site in enumerate(cfg.sites):
         mine = [s for s in slices if s.site == i]
         # by hand: the local dates the UTC span touches, each from its midnight to the next
@@ -50,7 +50,7 @@ def test_slices_of_several_days_keep_the_last_partial_group():
     cfg = load_config(ROOT / "config" / "fleet-4-countries.toml")
     t_lo = _ns(datetime(2026, 10, 20, 12, tzinfo=UTC))
     t_hi = _ns(datetime(2026, 10, 27, 12, tzinfo=UTC))
-    madrid = [s for s in plan_slices(cfg, t_lo, t_hi, days=3) if s.site == 1]
+    madrid = plan_slices(cfg, {1: (t_lo, t_hi)}, days=3)
     assert [(s.start, s.end) for s in madrid] == [
         (_midnight(date(2026, 10, 20), "Europe/Madrid"), _midnight(date(2026, 10, 23), "Europe/Madrid")),
         (_midnight(date(2026, 10, 23), "Europe/Madrid"), _midnight(date(2026, 10, 26), "Europe/Madrid")),
@@ -62,7 +62,7 @@ def test_a_zone_whose_midnight_misses_a_window_is_refused():
     cfg = load_config(ROOT / "config" / "fleet-4-countries.toml")
     cfg.sites[0].timezone = "Asia/Kathmandu"  # UTC+5:45: local midnight is not on the hour
     with pytest.raises(PueflowError, match="Asia/Kathmandu"):
-        plan_slices(cfg, _ns(datetime(2026, 1, 1, tzinfo=UTC)), _ns(datetime(2026, 1, 2, tzinfo=UTC)))
+        plan_slices(cfg, {0: (_ns(datetime(2026, 1, 1, tzinfo=UTC)), _ns(datetime(2026, 1, 2, tzinfo=UTC)))})
 
 
 def test_warm_up_covers_twice_the_longest_gap():
@@ -85,3 +85,23 @@ def test_dask_addresses(address, want):
 def test_bad_dask_addresses_say_the_fix(address):
     with pytest.raises(DaskError, match="local:"):
         parse_address(address)
+
+
+def test_a_site_ending_early_has_its_own_last_slice():
+    cfg = load_config(ROOT / "config" / "fleet-4-countries.toml")
+    t_lo = _ns(datetime(2026, 10, 20, 12, tzinfo=UTC))
+    end = _ns(datetime(2026, 10, 22, 12, tzinfo=UTC))
+    madrid = plan_slices(cfg, {1: (t_lo, end + 86_400 * NS)}, own_last={1: end})
+    # the slice holding the site's own last reading is its last; later ones are too
+    assert [s.last for s in madrid] == [False, False, True, True]
+
+
+def test_stray_sites_ride_with_site_0():
+    cfg = load_config(ROOT / "config" / "fleet-4-countries.toml")
+    spans, own = site_spans(cfg, {"tetouan-1": (100, 200), "aragon-1": (50, 300),
+                                  "nowhere-9": (10, 500)})
+    assert spans == {0: (10, 500), 1: (50, 300)}
+    assert own == {0: 200, 1: 300}
+    spans, own = site_spans(cfg, {"nowhere-9": (10, 500)})
+    assert spans == {0: (10, 500)}
+    assert own == {0: 9}  # site 0 itself never reported: every slice is past its end
