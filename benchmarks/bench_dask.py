@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pueflow.config.load import load_config  # noqa: E402
-from pueflow.modes.distributed import replay_dask  # noqa: E402
+from pueflow.modes.distributed import extent_ns, replay_dask, site_spans  # noqa: E402
 from pueflow.modes.replay import replay  # noqa: E402
+from pueflow.modes.slices import plan_slices  # noqa: E402
 from pueflow.sim import simulate_to_file  # noqa: E402
 
 YEAR_S = 365 * 86_400
@@ -67,12 +68,12 @@ def _dask(cfg, path: Path, warm: Path, n: int) -> dict[str, float]:
         job = time.perf_counter() - t1
         driver, workers = _cpu_self() - c0, _cpu_workers(client) - w0
     return {"readings": res.readings, "job_s": job, "with_start_s": started + job,
-            "cpu_s": driver + workers, "driver_cpu_s": driver, "tasks": _tasks(cfg, res)}
+            "cpu_s": driver + workers, "driver_cpu_s": driver, "tasks": _tasks(cfg, path)}
 
 
-def _tasks(cfg, res) -> int:
-    days = res.kpi.filter(res.kpi["window"] == "1d")
-    return days.height  # one task per site and local day (slice_days=1)
+def _tasks(cfg, path: Path) -> int:
+    spans, own = site_spans(cfg, extent_ns(cfg, [path]))
+    return len(plan_slices(cfg, spans, 1, own))
 
 
 def _hive(path: Path) -> Path:
