@@ -231,7 +231,11 @@ def _gather(futures, slices: list[Slice], cfg: Config, progress: bool, t0: float
                 sl = slices[i]
                 if isinstance(exc, SliceDataError):
                     raise exc
-                msg = f"site {cfg.sites[sl.site].id!r} slice at {sl.start} ns failed: {exc!r}"
+                hint = ("; its worker died each time it ran it (out of memory? lower "
+                        "--memory-mb or --slice-days)" if type(exc).__name__ == "KilledWorker"
+                        else "")
+                msg = (f"site {cfg.sites[sl.site].id!r} slice at {sl.start} ns failed: "
+                       f"{exc!r}{hint}")
                 raise PueflowError(msg) from exc
             results[i] = fut.result()
             done_readings += results[i].readings

@@ -193,3 +193,22 @@ def test_scheduler_that_does_not_answer(tmp_path):
         replay_dask(cfg, [ROOT / "config"], address, out_dir=tmp_path / "out", run="t",
                     progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_csv_with_a_bad_row_gives_the_same_decode_error_once(inputs, cluster, tmp_path):
+    """A non-Parquet input (spans found by decoding) with a row that gives no reading."""
+    cfg = load_config(CFG)
+    path, cut = inputs["dst"]
+    df = pl.read_parquet(path).filter((pl.col("time") >= cut - timedelta(hours=3))
+                                      & (pl.col("time") < cut + timedelta(hours=3)))
+    csv = tmp_path / "six-hours.csv"
+    df.with_columns(pl.col(c).cast(pl.String) for c in ("site", "device", "point")).write_csv(csv)
+    with csv.open("a") as f:  # a time outside 1970..2260: no reading, a decode_error row
+        f.write("1900-01-01T00:00:00Z,aragon-1,pdu-01,power_kw,1.0\n")
+    ref = replay(cfg, [csv], out_dir=tmp_path / "one", run="t", progress=False)
+    got = replay_dask(cfg, [csv], cluster[0].scheduler_address, out_dir=tmp_path / "dask",
+                      run="t", progress=False)
+    _assert_same(ref, got, tmp_path / "one", tmp_path / "dask")
+    bad = got.quality.filter(pl.col("kind") == "decode_error")
+    assert bad.height == 1
+    assert bad["point"][0] == f"row {df.height + 1}"
