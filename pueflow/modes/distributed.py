@@ -17,6 +17,7 @@ the job at once with the slice, file and reason.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,10 +194,11 @@ def replay_dask(cfg: Config, inputs: list[str | Path], address: str, *,
         if progress:
             print(f"dask: {len(slices)} tasks on {address}; dashboard {client.dashboard_link}")
         ins = [str(p) for p in inputs]
+        job = uuid.uuid4().hex[:12]  # a key per job: a scheduler never hands back another's
         futures = [client.submit(run_slice, cfg, ins, sl, t_lo=t_lo, out_dir=out_dir, run=run,
                                  write=write, chunk_rows=chunk_rows, memory_mb=memory_mb,
                                  spill_dir=spill_dir, timestamp_unit=timestamp_unit,
-                                 key=f"pueflow-slice-{run}-{sl.site}-{sl.start}", retries=0,
+                                 key=f"pueflow-slice-{job}-{sl.site}-{sl.start}", retries=0,
                                  pure=False)
                    for sl in slices]
         results = _gather(futures, slices, cfg, progress, t0)
