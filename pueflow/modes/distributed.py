@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dask
 import polars as pl
 import pyarrow.parquet as pq
 from distributed import Client, LocalCluster, as_completed
@@ -66,6 +67,16 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 @contextmanager
+def local_cluster(n: int) -> Iterator[LocalCluster]:
+    """Start ``n`` single-threaded worker processes and a scheduler on 127.0.0.1; stop them after."""
+    # the workers' statistical profiler samples every 10 ms: CPU a backfill does not need
+    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster
+
+
+@contextmanager
 def connect(address: str) -> Iterator[Client]:
     """Connect to ``address`` (see :func:`parse_address`); stop a local cluster after.
 
@@ -76,9 +87,7 @@ def connect(address: str) -> Iterator[Client]:
     """
     kind, n = parse_address(address)
     if kind == "local":
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-                Client(cluster) as client:
+        with local_cluster(n) as cluster, Client(cluster) as client:
             yield client
         return
     try:
@@ -195,7 +204,8 @@ def replay_dask(cfg: Config, inputs: list[str | Path], address: str, *,
             print(f"dask: {len(slices)} tasks on {address}; dashboard {client.dashboard_link}")
         ins = [str(p) for p in inputs]
         job = uuid.uuid4().hex[:12]  # a key per job: a scheduler never hands back another's
-        futures = [client.submit(run_slice, cfg, ins, sl, t_lo=t_lo, out_dir=out_dir, run=run,
+        shared = client.scatter(cfg, broadcast=True)  # sent to each worker once, not per task
+        futures = [client.submit(run_slice, shared, ins, sl, t_lo=t_lo, out_dir=out_dir, run=run,
                                  write=write, chunk_rows=chunk_rows, memory_mb=memory_mb,
                                  spill_dir=spill_dir, timestamp_unit=timestamp_unit,
                                  key=f"pueflow-slice-{job}-{sl.site}-{sl.start}", retries=0,
