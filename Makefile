@@ -14,7 +14,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.full: $(VENV)/.base pyproject.toml
-	$(PIP) install -e ".[kafka,influx,sim,tune,dashboard,dev]"
+	$(PIP) install -e ".[kafka,influx,sim,tune,dask,dashboard,dev]"
 	touch $@
 
 # Debian packages the integration tests start: the time-series store (and PostgreSQL for

@@ -94,11 +94,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args)
     t_from = parse_time_ns(args.time_from, "--from") if args.time_from else None
     t_to = parse_time_ns(args.time_to, "--to") if args.time_to else None
-    res = replay(cfg, args.input, out_dir=args.out, time_from_ns=t_from, time_to_ns=t_to,
-                 progress=not args.quiet, run=args.run, dispatch=args.dispatch,
-                 chunk_rows=args.chunk_rows, as_streamed=args.as_streamed,
-                 memory_mb=args.memory_mb, spill_dir=args.spill_dir,
-                 timestamp_unit=args.timestamp_unit)
+    if args.dask:
+        res = _replay_dask(cfg, args, t_from, t_to)
+    else:
+        res = replay(cfg, args.input, out_dir=args.out, time_from_ns=t_from, time_to_ns=t_to,
+                     progress=not args.quiet, run=args.run, dispatch=args.dispatch,
+                     chunk_rows=args.chunk_rows, as_streamed=args.as_streamed,
+                     memory_mb=args.memory_mb, spill_dir=args.spill_dir,
+                     timestamp_unit=args.timestamp_unit)
     if not args.quiet:
         render(summarise(res.kpi, res.quality), title="replay summary (whole period)")
         qc = quality_counts(res.quality)
@@ -108,6 +111,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
           f"{res.seconds:.2f} s = {res.samples_per_s / 1e6:.2f} M readings/s; "
           f"{_sink_line(res.sink_rows)}")
     return EXIT_OK
+
+
+def _replay_dask(cfg, args: argparse.Namespace, t_from: int | None, t_to: int | None):
+    """``replay --dask``: the same rows, computed by site x day tasks on a Dask cluster."""
+    if args.dispatch or args.as_streamed:
+        msg = "--dask replays in event-time order without dispatch: drop --dispatch/--as-streamed"
+        raise PueflowError(msg)
+    from pueflow.modes.distributed import replay_dask  # needs the [dask] extra
+
+    return replay_dask(cfg, args.input, args.dask, out_dir=args.out, run=args.run,
+                       progress=not args.quiet, slice_days=args.slice_days,
+                       chunk_rows=args.chunk_rows, memory_mb=args.memory_mb,
+                       spill_dir=args.spill_dir, time_from_ns=t_from, time_to_ns=t_to,
+                       timestamp_unit=args.timestamp_unit)
 
 
 def _sink_line(sink_rows: dict[str, dict[str, int]]) -> str:
@@ -268,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unit of Telegraf JSON timestamps: s, ms, us, ns or a duration such "
                         "as 10ms (env PUEFLOW_TIMESTAMP_UNIT; default: the config's "
                         "[kafka] timestamp_unit)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run on Dask: tcp://host:8786 (a running scheduler; inputs and store on "
+                        "shared storage) or local:N (N local worker processes); needs [dask]")
+    p.add_argument("--slice-days", type=int, default=1,
+                   help="with --dask: local days of one site per task (default 1)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_replay)
 
