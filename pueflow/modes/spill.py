@@ -51,11 +51,16 @@ class OrderedChunk:
 
 
 def time_sorted(batch: Batch) -> Batch:
-    """``batch`` sorted by (time, series, value): one order whatever the input's order."""
+    """``batch`` in non-decreasing time order (a stable sort; ``batch`` itself if already).
+
+    The order of readings that share a time does not matter to the core: screening of one
+    reading depends only on earlier times of its site, and duplicates of one (series, time)
+    are all released together and deduplicated by value, so no finer order is needed.
+    """
     t = batch.time_ns
-    if len(t) < 2 or (np.all(t[1:] > t[:-1])):
-        return batch  # strictly increasing time: already in the canonical order
-    return batch.take(np.lexsort((batch.value, batch.series, t)))
+    if len(t) < 2 or not (t[1:] < t[:-1]).any():
+        return batch  # already time-ordered
+    return batch.take(np.argsort(t, kind="stable"))
 
 
 @dataclass
