@@ -192,6 +192,72 @@ def iter_file(path: str | Path, registry: Registry, *, chunk_rows: int = 1_000_0
         done += size
 
 
+def time_lateness(paths: list[str | Path], chunk_rows: int = 1_000_000,
+                  max_rows_behind: int | None = None) -> int | None:
+    """How far behind the latest earlier reading a reading of ``paths`` can be [ns].
+
+    ``0`` means time-ordered; a small value means nearly ordered (a few late readings, as
+    in most exports). Reads only the ``time`` column of Parquet files, a chunk at a time,
+    in :func:`iter_file` order. ``None`` when the input is not all Parquet with a ``time``
+    column (text formats would need a full parse), or as soon as the lateness spans more
+    than ``max_rows_behind`` readings at the input's mean rate (from row-group
+    statistics): a series-major file is given up on after its first two series.
+    """
+    files = [f for p in paths for f in telemetry_files(p)]
+    if any(format_of(f) != "parquet" for f in files):
+        return None
+    try:
+        pfs = [pq.ParquetFile(f) for f in files]
+    except (pa.ArrowException, OSError):
+        return None  # the reader names the file and the problem
+    if any("time" not in pf.schema_arrow.names for pf in pfs):
+        return None
+    mults = [unit_ns(t.unit) if pa.types.is_timestamp(t) else 1
+             for t in (pf.schema_arrow.field("time").type for pf in pfs)]
+    limit = _lateness_limit(pfs, mults, max_rows_behind)
+    top, late = np.iinfo(np.int64).min, 0
+    try:
+        for pf, mult in zip(pfs, mults, strict=True):
+            for rb in pf.iter_batches(batch_size=max(int(chunk_rows), 1), columns=["time"]):
+                c = rb.column(0)
+                if c.null_count:
+                    return None
+                t = c.cast(pa.int64()).to_numpy(zero_copy_only=False)
+                if not len(t):
+                    continue
+                if mult != 1:
+                    t = t * mult
+                run = np.maximum.accumulate(t)
+                np.maximum(run, top, out=run)
+                late = max(late, int((run - t).max()))
+                top = int(run[-1])
+                if limit is not None and late > limit:
+                    return None
+    except (pa.ArrowException, OSError):
+        return None
+    return late
+
+
+def _lateness_limit(pfs: list[pq.ParquetFile], mults: list[int], rows: int | None) -> int | None:
+    """Time [ns] that ``rows`` readings span at the files' mean rate (None: unknown)."""
+    if rows is None:
+        return None
+    lo, hi, n = None, None, 0
+    for pf, mult in zip(pfs, mults, strict=True):
+        md = pf.metadata
+        ti = pf.schema_arrow.get_field_index("time")
+        for i in range(md.num_row_groups):
+            st = md.row_group(i).column(ti).statistics
+            if st is None or not st.has_min_max or st.physical_type != "INT64":
+                return None
+            lo = st.min_raw * mult if lo is None else min(lo, st.min_raw * mult)
+            hi = st.max_raw * mult if hi is None else max(hi, st.max_raw * mult)
+        n += md.num_rows
+    if lo is None or n == 0:
+        return None
+    return int((hi - lo) * rows / n)
+
+
 # --------------------------------------------------------------------------- shared
 
 
@@ -253,8 +319,11 @@ class _Keys:
         code += idx[1].astype(np.int32, copy=False) * np.int32(np_)
         code += idx[2]
         sid = self._lut.take(code)
-        if (sid < 0).any():
-            new = np.unique(code[sid < 0])
+        miss = sid < 0
+        if miss.any():  # keys not seen before: one mark per distinct code, no sort
+            seen = np.zeros(len(self._lut), np.bool_)
+            seen[code[miss]] = True
+            new = np.flatnonzero(seen)
             self._lut[new] = self._ids(new)
             sid = self._lut.take(code)
         return sid

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from pueflow.config.models import Config
-from pueflow.connectors.files import iter_file
+from pueflow.connectors.files import iter_file, time_lateness
 from pueflow.connectors.sink import SinkSet, build_sinkset
 from pueflow.modes.spill import EventOrder, event_ordered
 from pueflow.optimizers.dispatcher import Dispatcher
@@ -167,7 +167,17 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     if dispatch:
         dispatcher = Dispatcher(cfg, policy=dispatch)
     sinks = count_rows(build_sinkset(cfg, run, out_dir)) if write else None
+    pipe = Pipeline(cfg, registry, run=run, dispatcher=dispatcher)
     order = None if as_streamed else EventOrder(memory_mb, spill_dir, chunk_rows)
+    if order is not None:
+        # a time-ordered or nearly ordered input (checked on the Parquet time column alone)
+        # streams straight into the core, neither buffered nor spilled: with a grace of its
+        # largest lateness no reading is late, and the core's rows do not depend on order
+        # within the grace (the readings held back stay within a quarter of the budget)
+        late = time_lateness(inputs, chunk_rows, order.budget_rows // 4)
+        if late is not None:
+            order = None
+            pipe.grace_ns = max(pipe.grace_ns, late)
     # decode in pieces the budget holds several times over
     read_rows = chunk_rows if order is None else max(min(chunk_rows, order.budget_rows // 4), 1000)
 
@@ -187,7 +197,7 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     try:
         if not progress:
             return done(replay_batches(cfg, chunks(decoded()), registry=registry, sinks=sinks,
-                                       run=run, dispatcher=dispatcher))
+                                       pipeline=pipe))
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -217,7 +227,7 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
                     yield chunk
 
             res = replay_batches(cfg, chunks(ticking(decoded())), registry=registry,
-                                 sinks=sinks, run=run, dispatcher=dispatcher)
+                                 sinks=sinks, pipeline=pipe)
             bar.update(task, completed=total)
             return done(res)
     finally:
