@@ -43,6 +43,8 @@ class Ctx:
         self.json_unit = json_unit
         unit_ns(json_unit)
         self.keys = Keys(registry)
+        #: 1-based row -> site named by a row refused in the current chunk (to_batch fills it)
+        self.error_sites: dict[int, str] = {}
 
     def window(self, batch: Batch) -> Batch:
         if self.lo is None and self.hi is None:
@@ -177,7 +179,7 @@ def to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[s
     n = rb.num_rows
     names = rb.schema.names
     time_ns, t_ok = time_ns_of(path, rb.column("time"), offset, ctx.mult)
-    cols, bad = [], None
+    cols, bad, site_null = [], None, None
     if not t_ok.all():
         bad = ~t_ok
         raw = rb.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -195,6 +197,7 @@ def to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[s
             for r in np.flatnonzero(m):
                 errors.append((offset + int(r) + 1, f"{k} is empty (null); row skipped"))
             bad = m if bad is None else bad | m
+            site_null = m if k == "site" else site_null
             c = pa.DictionaryArray.from_arrays(pc.fill_null(c.indices, 0), c.dictionary)
         cols.append(c)
     v = rb.column("value")
@@ -206,4 +209,15 @@ def to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[s
     if bad is not None:
         batch = batch.take(~bad)
         errors.sort()
+        _note_sites(ctx, cols[0], bad if site_null is None else bad & ~site_null, offset)
     return ctx.window(batch)
+
+
+def _note_sites(ctx: Ctx, site: pa.DictionaryArray, rows: np.ndarray, offset: int) -> None:
+    """Record in ``ctx.error_sites`` the site named by each refused row that names one."""
+    at = np.flatnonzero(rows)
+    if len(at):
+        idx = site.indices.to_numpy(zero_copy_only=False)[at]
+        names = site.dictionary.to_pylist()
+        ctx.error_sites.update({offset + int(r) + 1: names[int(i)]
+                                for r, i in zip(at, idx, strict=True)})

@@ -109,9 +109,21 @@ def _read_parquet(path: Path, ctx: Ctx, hive: dict[str, str]):
     columns = [c for c in COLUMNS if c in schema.names]
     total = max(pf.metadata.num_rows, 1)
     size = path.stat().st_size
+
     def batches() -> Iterator[tuple[pa.RecordBatch, int]]:
         for rg, offset in _row_groups(pf, ctx):
-            for rb in pf.iter_batches(batch_size=ctx.chunk_rows, row_groups=[rg], columns=columns):
+            it = pf.iter_batches(batch_size=ctx.chunk_rows, row_groups=[rg], columns=columns)
+            while True:
+                try:
+                    rb = next(it)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:
+                    end = offset + pf.metadata.row_group(rg).num_rows
+                    msg = (f"row group {rg} (rows {offset + 1}..{end}) cannot be decoded, the "
+                           f"file is corrupt or truncated ({exc}); export it again or move "
+                           "it out of the input")
+                    raise InputFormatError(str(path), msg, row=offset + 1) from None
                 yield rb, offset
                 offset += rb.num_rows
 

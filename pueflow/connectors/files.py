@@ -54,6 +54,9 @@ class FileChunk:
         Progress over all files of the source [bytes]; ``fraction`` is their ratio.
     errors : list of (int, str)
         (row number in ``path``, 1-based, reason) for rows that gave no reading.
+    error_sites : dict of int to str
+        The site a refused row names (its ``site`` column or its ``site=`` folder), by
+        row number, where there is one.
     path : str
         The file this chunk came from.
     """
@@ -64,6 +67,7 @@ class FileChunk:
     total_bytes: int
     errors: list[tuple[int, str]] = field(default_factory=list)
     path: str = ""
+    error_sites: dict[int, str] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -171,8 +175,12 @@ def iter_file(path: str | Path, registry: Registry, *, chunk_rows: int = 1_000_0
                json_timestamp_unit or timestamp_unit)
     for f, size in zip(files, sizes, strict=True):
         reader = READERS[format_of(f)]
-        for batch, rows, pos, errors in reader(f, ctx, _hive(f, root) if root.is_dir() else {}):
-            yield FileChunk(batch, rows, done + min(pos, size), total, errors, str(f))
+        hive = _hive(f, root) if root.is_dir() else {}
+        for batch, rows, pos, errors in reader(f, ctx, hive):
+            sites, ctx.error_sites = ctx.error_sites, {}
+            if errors and "site" in hive:
+                sites = {r: sites.get(r, hive["site"]) for r, _ in errors}
+            yield FileChunk(batch, rows, done + min(pos, size), total, errors, str(f), sites)
         done += size
 
 
