@@ -28,6 +28,7 @@ from pueflow.connectors.file_arrow import COLUMNS, KEY_COLUMNS, Ctx, missing_mes
 from pueflow.connectors.file_readers import READERS, read_ahead
 from pueflow.connectors.wire import unit_ns
 from pueflow.exceptions import InputFormatError
+from pueflow.jit import njit
 from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
@@ -219,15 +220,26 @@ def time_lateness(paths: list[str | Path], chunk_rows: int = 1_000_000,
                     continue
                 if mult != 1:
                     t = t * mult
-                run = np.maximum.accumulate(t)
-                np.maximum(run, top, out=run)
-                late = max(late, int((run - t).max()))
-                top = int(run[-1])
+                late_here, top = _lateness(t, top)
+                late = max(late, late_here)
                 if limit is not None and late > limit:
                     return None
     except (pa.ArrowException, OSError):
         return None
     return late
+
+
+@njit
+def _lateness(t: np.ndarray, top: int) -> tuple[int, int]:
+    """Largest ``max(earlier times) - t`` [ns] over ``t`` after ``top``, and the new top."""
+    late = 0
+    for i in range(t.shape[0]):
+        x = t[i]
+        if x > top:
+            top = x
+        elif top - x > late:
+            late = top - x
+    return late, top
 
 
 def _lateness_limit(pfs: list[pq.ParquetFile], mults: list[int], rows: int | None) -> int | None:

@@ -32,9 +32,11 @@ from pueflow.pipeline.screen import (
     OK,
     REPEATS,
     SCREEN_NAMES,
+    append_ok,
     close_time,
     dedup_ordered,
     note_first,
+    release,
     screen,
     series_order,
     site_span,
@@ -118,15 +120,18 @@ class Pipeline(CoreState):
         screen(batch.time_ns, batch.series, batch.value, a["site"], a["role"], a["kind"],
                a["signed"], a["max_kw"], self.site_max_t, self.site_wm, self.grace_ns,
                future, codes)
-        ok = codes == OK
-        bad = np.flatnonzero(~ok)
+        bad = np.flatnonzero(codes != OK)
         self.stats["readings_in"] += len(batch)
         self.stats["readings_ok"] += len(batch) - len(bad)
         self.stats["readings_rejected"] += len(bad)
         quality = [screen_quality(self.registry, self.run, batch, bad, codes)] if len(bad) else []
         if len(bad) < len(batch):
-            good = batch if not len(bad) else batch.take(ok)
-            self.pending = Batch.concat([self.pending, good]) if len(self.pending) else good
+            if not len(bad) and not len(self.pending):
+                self.pending = batch
+            else:  # the readings still held, then this batch's good ones: one copy
+                p = self.pending
+                self.pending = Batch(*append_ok(p.time_ns, p.series, p.value, batch.time_ns,
+                                                batch.series, batch.value, codes))
         out = self._advance(quality, final=False)
         out.rejected_index = bad.astype(np.int64)
         out.rejected_reason = [SCREEN_NAMES[int(c)] for c in codes[bad]]
@@ -165,16 +170,11 @@ class Pipeline(CoreState):
         a = reg.arrays()
         p = self.pending
         if len(p):
-            rel = p.time_ns < self.site_wm[a["site"][p.series]]
-            n_rel = int(np.count_nonzero(rel))
-            if n_rel == len(p):
-                self.pending = Batch.empty()
-                quality.extend(self._integrate(p, a))
-            elif n_rel:
-                idx = np.flatnonzero(rel)
-                released = p.take(idx)
-                self.pending = p.take(np.flatnonzero(~rel))
-                quality.extend(self._integrate(released, a))
+            rt, rs, rv, ht, hs, hv = release(p.time_ns, p.series, p.value, a["site"],
+                                             self.site_wm)
+            if len(rt):
+                self.pending = Batch(ht, hs, hv)
+                quality.extend(self._integrate(Batch(rt, rs, rv), a))
         kpi_rows = self._close_sites(a, quality, final)
         out = Output()
         out.kpi = kpi_rows

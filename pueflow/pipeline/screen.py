@@ -237,6 +237,66 @@ def dedup_ordered(series, time_ns, value, last_t, last_i):
 
 
 @njit
+def append_ok(p_t, p_s, p_v, t, s, v, codes):
+    """``p`` followed by the readings of ``(t, s, v)`` whose screen code is ``OK``: one copy."""
+    m = p_t.shape[0]
+    n_ok = 0
+    for i in range(t.shape[0]):
+        if codes[i] == OK:
+            n_ok += 1
+    o_t = np.empty(m + n_ok, np.int64)
+    o_s = np.empty(m + n_ok, np.int32)
+    o_v = np.empty(m + n_ok, np.float64)
+    o_t[:m] = p_t
+    o_s[:m] = p_s
+    o_v[:m] = p_v
+    w = m
+    for i in range(t.shape[0]):
+        if codes[i] == OK:
+            o_t[w] = t[i]
+            o_s[w] = s[i]
+            o_v[w] = v[i]
+            w += 1
+    return o_t, o_s, o_v
+
+
+@njit
+def release(t, s, v, site_of, site_wm):
+    """Split readings into released (older than their site's watermark) and held, each in
+    arrival order; returns ``(rt, rs, rv, ht, hs, hv)``, the inputs themselves when one
+    side is empty."""
+    n = t.shape[0]
+    n_r = 0
+    for i in range(n):
+        if t[i] < site_wm[site_of[s[i]]]:
+            n_r += 1
+    if n_r == n:
+        return t, s, v, t[:0], s[:0], v[:0]
+    if n_r == 0:
+        return t[:0], s[:0], v[:0], t, s, v
+    rt = np.empty(n_r, np.int64)
+    rs = np.empty(n_r, np.int32)
+    rv = np.empty(n_r, np.float64)
+    ht = np.empty(n - n_r, np.int64)
+    hs = np.empty(n - n_r, np.int32)
+    hv = np.empty(n - n_r, np.float64)
+    a = 0
+    b = 0
+    for i in range(n):
+        if t[i] < site_wm[site_of[s[i]]]:
+            rt[a] = t[i]
+            rs[a] = s[i]
+            rv[a] = v[i]
+            a += 1
+        else:
+            ht[b] = t[i]
+            hs[b] = s[i]
+            hv[b] = v[i]
+            b += 1
+    return rt, rs, rv, ht, hs, hv
+
+
+@njit
 def note_first(series, time_ns, first_t):
     """Set ``first_t`` [ns] of series seeing their first reading (the earliest of each)."""
     no = np.iinfo(np.int64).min
