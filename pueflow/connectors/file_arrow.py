@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pueflow.connectors.wire import unit_ns
 from pueflow.connectors.wire_base import MAX_TIME_NS, MIN_TIME_NS, time_range_reason
 from pueflow.exceptions import InputFormatError
+from pueflow.jit import njit
 from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
@@ -89,17 +90,15 @@ class Keys:
             code = (idx[0].astype(np.int64) * nd + idx[1]) * np_ + idx[2]
             uniq, inv = np.unique(code, return_inverse=True)
             return self._ids(uniq)[inv]
-        code = idx[0].astype(np.int32) * np.int32(nd * np_)
-        code += idx[1].astype(np.int32, copy=False) * np.int32(np_)
-        code += idx[2]
-        sid = self._lut.take(code)
-        miss = sid < 0
-        if miss.any():  # keys not seen before: one mark per distinct code, no sort
+        sid = np.empty(len(idx[0]), np.int32)
+        seen = np.zeros(0, np.bool_)
+        if _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen):
+            # keys not seen before: marked once per distinct code, no sort
             seen = np.zeros(len(self._lut), np.bool_)
-            seen[code[miss]] = True
+            _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen)
             new = np.flatnonzero(seen)
             self._lut[new] = self._ids(new)
-            sid = self._lut.take(code)
+            _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen[:0])
         return sid
 
     def _ids(self, codes: np.ndarray) -> np.ndarray:
@@ -111,6 +110,26 @@ class Keys:
         return np.fromiter((reg.id(S[a], D[b], P[c]) for a, b, c in
                             zip(s.tolist(), d.tolist(), p.tolist(), strict=True)),
                            np.int32, count=len(codes))
+
+
+@njit
+def _lookup(i0, i1, i2, nd, np_, lut, out, seen) -> int:
+    """Series ids of dictionary index triples through ``lut``, in one pass.
+
+    Writes ``out``; returns how many triples have no id yet (marked in ``seen`` when it is
+    as long as ``lut``).
+    """
+    missing = 0
+    mark = seen.shape[0] > 0
+    for i in range(i0.shape[0]):
+        code = (np.int64(i0[i]) * nd + i1[i]) * np_ + i2[i]
+        sid = lut[code]
+        out[i] = sid
+        if sid < 0:
+            missing += 1
+            if mark:
+                seen[code] = True
+    return missing
 
 
 def missing_message(missing: list[str], names: list[str]) -> str:
