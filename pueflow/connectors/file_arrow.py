@@ -48,6 +48,7 @@ class Ctx:
         self.error_sites: dict[int, str] = {}
 
     def window(self, batch: Batch) -> Batch:
+        """Keep the readings of ``batch`` inside the time filter [ns]."""
         if self.lo is None and self.hi is None:
             return batch
         t = batch.time_ns
@@ -77,6 +78,7 @@ class Keys:
         self._shape = (0, 0, 0)
 
     def series(self, cols: list[pa.DictionaryArray]) -> np.ndarray:
+        """Series ids [int32] of dictionary-encoded (site, device, point) columns."""
         dicts = tuple(c.dictionary for c in cols)
         if self._dicts is None or not all(a.equals(b) for a, b in zip(dicts, self._dicts, strict=True)):
             self._dicts = dicts
@@ -133,6 +135,7 @@ def _lookup(i0, i1, i2, nd, np_, lut, out, seen) -> int:
 
 
 def missing_message(missing: list[str], names: list[str]) -> str:
+    """Explain missing columns, suggesting the file's column each one may be."""
     extra = [n for n in names if n not in COLUMNS]
     parts = []
     for m in missing:
@@ -148,6 +151,7 @@ def _is_text(t: pa.DataType) -> bool:
 
 
 def check_schema(path: Path, schema: pa.Schema, hive: dict[str, str]) -> None:
+    """Raise :class:`InputFormatError` naming the first missing or mistyped column."""
     names = schema.names
     missing = [c for c in COLUMNS if c not in names and c not in hive]
     if missing:
@@ -178,7 +182,7 @@ def check_schema(path: Path, schema: pa.Schema, hive: dict[str, str]) -> None:
 
 
 def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.ndarray, np.ndarray]:
-    """Times [ns] and a mask of those inside 1970..2260."""
+    """Return times [ns] and a mask of those inside 1970..2260."""
     if col.null_count:
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         msg = "time is empty; every reading needs an event time"

@@ -40,8 +40,11 @@ T = TypeVar("T")
 
 
 def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """Yield ``items`` while a thread produces the next ``depth`` of them, so file decoding
-    overlaps whatever the caller does with the current one. Errors surface in order."""
+    """Yield ``items`` while a thread produces the next ``depth`` of them.
+
+    File decoding then overlaps whatever the caller does with the current one; errors
+    surface in order.
+    """
     q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -50,9 +53,10 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
         while not stop.is_set():
             try:
                 q.put(entry, timeout=0.05)
-                return True
             except queue.Full:
                 continue
+            else:
+                return True
         return False
 
     def work() -> None:

@@ -91,8 +91,10 @@ def format_of(path: str | Path) -> str:
 
 
 def telemetry_files(path: str | Path) -> list[Path]:
-    """The file itself, or every telemetry file below a directory in sorted path order
-    (hidden and ``_``-prefixed entries, such as temp files, are skipped)."""
+    """List the file itself, or every telemetry file below a directory in path order.
+
+    Hidden and ``_``-prefixed entries, such as temp files, are skipped.
+    """
     p = Path(path)
     if p.is_file():
         format_of(p)
@@ -124,8 +126,10 @@ def _hive(f: Path, root: Path) -> dict[str, str]:
 
 
 def _may_hold(f: Path, root: Path, lo: int | None, hi: int | None) -> bool:
-    """False for a file under a ``date=YYYY-MM-DD`` folder well outside the window (a day
-    of margin each side, in case the partition date is local rather than UTC)."""
+    """Return False for a file under a ``date=YYYY-MM-DD`` folder well outside the window.
+
+    A day of margin each side, in case the partition date is local rather than UTC.
+    """
     if (lo is None and hi is None) or f == root:
         return True
     for part in f.relative_to(root).parts[:-1]:

@@ -43,6 +43,7 @@ class ReplayResult:
 
     @property
     def samples_per_s(self) -> float:
+        """Readings replayed per second of wall time [1/s]."""
         return self.readings / self.seconds if self.seconds else 0.0
 
 
@@ -87,7 +88,7 @@ def decode_error_rows(path: str, errors: list[tuple[int, str]], run: str = "",
 
 
 def local_store(sinks: SinkSet | None) -> Any:
-    """The sink that keeps rows of no configured site: the first Parquet sink, or None."""
+    """Return the sink that keeps rows of no configured site: the first Parquet sink."""
     if sinks is None:
         return None
     return next((s for spec, s in sinks.pairs if spec.type == "parquet"), None)

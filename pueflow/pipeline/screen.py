@@ -262,9 +262,11 @@ def append_ok(p_t, p_s, p_v, t, s, v, codes):
 
 @njit
 def release(t, s, v, site_of, site_wm):
-    """Split readings into released (older than their site's watermark) and held, each in
-    arrival order; returns ``(rt, rs, rv, ht, hs, hv)``, the inputs themselves when one
-    side is empty."""
+    """Split readings into released (older than their site's watermark) and held.
+
+    Each side keeps arrival order; returns ``(rt, rs, rv, ht, hs, hv)``, the inputs
+    themselves when one side is empty.
+    """
     n = t.shape[0]
     n_r = 0
     for i in range(n):
