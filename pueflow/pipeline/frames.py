@@ -87,13 +87,16 @@ def quality_rows(registry: Registry, run: str, b: Batch, kind: str,
     ks = [keys[s] if 0 <= s < m else ("?", "?", "?") for s in uniq.tolist()]
     at = pl.Series(inv.astype(np.int64))
     parts = [pl.Series([k[j] for k in ks], dtype=pl.String).gather(at) for j in range(3)]
+
+    def const(x: str) -> pl.Series:
+        return pl.Series([x], dtype=pl.String).new_from_index(0, n) if n else pl.Series(
+            [], dtype=pl.String)
+
     return pl.DataFrame({
         "time": pl.Series(b.time_ns).cast(pl.Datetime("ns", "UTC")),
-        "site": parts[0], "kind": pl.repeat(kind, n, eager=True),
-        "device": parts[1], "point": parts[2], "run": pl.repeat(run, n, eager=True),
-        "count": np.ones(n, np.int64),
-        "value": b.value if values is None else values,
-        "detail": pl.repeat(detail, n, eager=True),
+        "site": parts[0], "kind": const(kind), "device": parts[1], "point": parts[2],
+        "run": const(run), "count": np.ones(n, np.int64),
+        "value": b.value if values is None else values, "detail": const(detail),
     })
 
 def screen_quality(registry: Registry, run: str, batch: Batch, bad: np.ndarray,
