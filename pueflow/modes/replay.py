@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from pueflow.config.models import Config
-from pueflow.connectors.files import iter_file
+from pueflow.connectors.files import iter_file, time_lateness
 from pueflow.connectors.sink import SinkSet, build_sinkset
 from pueflow.modes.spill import EventOrder, event_ordered
 from pueflow.optimizers.dispatcher import Dispatcher
@@ -43,22 +43,55 @@ class ReplayResult:
 
     @property
     def samples_per_s(self) -> float:
+        """Readings replayed per second of wall time [1/s]."""
         return self.readings / self.seconds if self.seconds else 0.0
 
 
-def decode_error_rows(path: str, errors: list[tuple[int, str]], run: str = "") -> pl.DataFrame:
+#: Site of a ``decode_error`` row whose file row names no configured site. Such rows reach
+#: only the local Parquet store (``site=_unknown`` partition), never a remote sink.
+UNKNOWN_SITE = "_unknown"
+
+
+def decode_error_rows(path: str, errors: list[tuple[int, str]], run: str = "",
+                      sites: dict[int, str] | None = None,
+                      known: set[str] | frozenset[str] = frozenset()) -> pl.DataFrame:
     """Rows of a file that gave no reading, as ``quality`` rows of kind ``decode_error``.
 
-    Their event time is unknown, so they carry the epoch; ``device`` names the file and
-    ``point`` the 1-based row, ``detail`` the reason.
+    Parameters
+    ----------
+    path : str
+        The file; ``device`` is the path as read (two files of one name stay apart).
+    errors : list of (int, str)
+        1-based row number and reason; ``point`` is ``row N``, ``detail`` ``path:N: reason``.
+    run : str
+        The run tag.
+    sites : dict of int to str, optional
+        The site each row names, where it names one.
+    known : set of str
+        Configured site ids; a row naming none of them goes under :data:`UNKNOWN_SITE`.
+
+    Returns
+    -------
+    polars.DataFrame
+        Quality rows; their event time is unknown, so they carry the epoch.
     """
     n = len(errors)
+    sites = sites or {}
+    site = [sites.get(r, UNKNOWN_SITE) for r, _ in errors]
+    site = [s if s in known else UNKNOWN_SITE for s in site]
     return pl.DataFrame({
-        "time": [0] * n, "site": ["?"] * n, "kind": ["decode_error"] * n,
-        "device": [Path(path).name or "?"] * n, "point": [f"row {r}" for r, _ in errors],
+        "time": [0] * n, "site": site, "kind": ["decode_error"] * n,
+        "device": [str(path) or "?"] * n, "point": [f"row {r}" for r, _ in errors],
         "run": [run] * n, "count": [1] * n, "value": [float("nan")] * n,
         "detail": [f"{path}:{r}: {why}" for r, why in errors],
     }).with_columns(pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+
+
+def local_store(sinks: SinkSet | None) -> Any:
+    """Return the sink that keeps rows of no configured site: the first Parquet sink."""
+    if sinks is None:
+        return None
+    return next((s for spec, s in sinks.pairs if spec.type == "parquet"), None)
 
 
 class CountingSink:
@@ -107,13 +140,23 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
     t0 = time.perf_counter()
     pipe = pipeline or Pipeline(cfg, registry, run=run, dispatcher=dispatcher)
     parts: dict[str, list[pl.DataFrame]] = {m: [] for m in ("kpi", "quality", "setpoint", "fleet")}
+    known = {s.id for s in cfg.sites}
+    local = local_store(sinks)
     for chunk in chunks:
         out = pipe.process(chunk.batch)
         errors = getattr(chunk, "errors", None)
         if errors:
-            bad = decode_error_rows(getattr(chunk, "path", ""), errors, run)
-            out.quality = bad if out.quality is None else pl.concat(
-                [out.quality, bad], how="diagonal_relaxed")
+            bad = decode_error_rows(getattr(chunk, "path", ""), errors, pipe.run,
+                                    getattr(chunk, "error_sites", None), known)
+            mine = bad.filter(pl.col("site") != UNKNOWN_SITE)
+            if mine.height:  # routed like any row of its site
+                out.quality = mine if out.quality is None else pl.concat(
+                    [out.quality, mine], how="diagonal_relaxed")
+            orphans = bad.filter(pl.col("site") == UNKNOWN_SITE)
+            if orphans.height:  # no site to route by: the local store keeps them
+                parts["quality"].append(orphans)
+                if local is not None:
+                    local.write("quality", orphans)
         _collect(parts, out)
         if sinks is not None:
             sinks.write(out)
@@ -167,7 +210,17 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     if dispatch:
         dispatcher = Dispatcher(cfg, policy=dispatch)
     sinks = count_rows(build_sinkset(cfg, run, out_dir)) if write else None
+    pipe = Pipeline(cfg, registry, run=run, dispatcher=dispatcher)
     order = None if as_streamed else EventOrder(memory_mb, spill_dir, chunk_rows)
+    if order is not None:
+        # a time-ordered or nearly ordered input (checked on the Parquet time column alone)
+        # streams straight into the core, neither buffered nor spilled: with a grace of its
+        # largest lateness no reading is late, and the core's rows do not depend on order
+        # within the grace (the readings held back stay within a quarter of the budget)
+        late = time_lateness(inputs, chunk_rows, order.budget_rows // 4)
+        if late is not None:
+            order = None
+            pipe.grace_ns = max(pipe.grace_ns, late)
     # decode in pieces the budget holds several times over
     read_rows = chunk_rows if order is None else max(min(chunk_rows, order.budget_rows // 4), 1000)
 
@@ -187,7 +240,7 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     try:
         if not progress:
             return done(replay_batches(cfg, chunks(decoded()), registry=registry, sinks=sinks,
-                                       run=run, dispatcher=dispatcher))
+                                       pipeline=pipe))
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -217,7 +270,7 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
                     yield chunk
 
             res = replay_batches(cfg, chunks(ticking(decoded())), registry=registry,
-                                 sinks=sinks, run=run, dispatcher=dispatcher)
+                                 sinks=sinks, pipeline=pipe)
             bar.update(task, completed=total)
             return done(res)
     finally:

@@ -48,14 +48,20 @@ class OrderedChunk:
     batch: Batch
     errors: list[tuple[int, str]] | None = None
     path: str = ""
+    error_sites: dict[int, str] | None = None
 
 
 def time_sorted(batch: Batch) -> Batch:
-    """``batch`` sorted by (time, series, value): one order whatever the input's order."""
+    """``batch`` in non-decreasing time order (a stable sort; ``batch`` itself if already).
+
+    The order of readings that share a time does not matter to the core: screening of one
+    reading depends only on earlier times of its site, and duplicates of one (series, time)
+    are all released together and deduplicated by value, so no finer order is needed.
+    """
     t = batch.time_ns
-    if len(t) < 2 or (np.all(t[1:] > t[:-1])):
-        return batch  # strictly increasing time: already in the canonical order
-    return batch.take(np.lexsort((batch.value, batch.series, t)))
+    if len(t) < 2 or not (t[1:] < t[:-1]).any():
+        return batch  # already time-ordered
+    return batch.take(np.argsort(t, kind="stable"))
 
 
 @dataclass
@@ -83,7 +89,7 @@ class EventOrder:
     _buffered: int = 0
     _files: int = 0
     _last_t: int = np.iinfo(np.int64).min
-    errors: list[tuple[str, list[tuple[int, str]]]] = field(default_factory=list)
+    errors: list[tuple[str, list[tuple[int, str]], dict[int, str]]] = field(default_factory=list)
 
     @property
     def budget_rows(self) -> int:
@@ -98,7 +104,8 @@ class EventOrder:
     def add(self, chunk: Any) -> None:
         """Pass 1: take one decoded chunk (``.batch``, optional ``.errors`` and ``.path``)."""
         if getattr(chunk, "errors", None):
-            self.errors.append((getattr(chunk, "path", ""), list(chunk.errors)))
+            self.errors.append((getattr(chunk, "path", ""), list(chunk.errors),
+                                dict(getattr(chunk, "error_sites", None) or {})))
         b: Batch = chunk.batch
         if not len(b):
             return
@@ -140,8 +147,10 @@ class EventOrder:
                 d.mkdir(exist_ok=True)
                 pl.DataFrame({"time_ns": b.time_ns, "series": b.series, "value": b.value}
                              ).write_parquet(path, row_group_size=ROW_GROUP, statistics=True)
-            except OSError as exc:
-                full = " (disk full)" if exc.errno == errno.ENOSPC else ""
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                # polars reports an I/O failure as a ComputeError naming the OS error
+                nospc = getattr(exc, "errno", None) == errno.ENOSPC or "os error 28" in str(exc)
+                full = " (disk full)" if nospc else ""
                 msg = (f"replay spill{full}: cannot write {path} under the spill folder "
                        f"{self.folder}: {exc}; free space there or pass --spill-dir, or raise "
                        f"--memory-mb")
@@ -151,8 +160,8 @@ class EventOrder:
 
     def chunks(self) -> Iterator[OrderedChunk]:
         """Pass 2: the readings in time order, in chunks of at most ``chunk_rows``."""
-        for path, errors in self.errors:  # decode errors first: their time is unknown
-            yield OrderedChunk(Batch.empty(), errors, path)
+        for path, errors, sites in self.errors:  # decode errors first: time unknown
+            yield OrderedChunk(Batch.empty(), errors, path, sites)
         if not self.spilled:
             parts = [b for k in sorted(self._buf) for b in self._buf[k]]
             self._buf = {}

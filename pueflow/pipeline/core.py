@@ -28,10 +28,17 @@ from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
 from pueflow.pipeline.history import Windows
 from pueflow.pipeline.screen import (
+    DISORDERED,
     OK,
+    REPEATS,
     SCREEN_NAMES,
+    append_ok,
     close_time,
+    dedup_ordered,
+    note_first,
+    release,
     screen,
+    series_order,
     site_span,
     sort_dedup_arrays,
 )
@@ -85,6 +92,8 @@ class Pipeline(CoreState):
         self.fleet = FleetAggregator(cfg, run)
         self._site_index = {s.id: i for i, s in enumerate(cfg.sites)}
         self._site_series: list[np.ndarray] = []
+        self._scratch = np.empty(0, np.int64)
+        self._scratch_i = np.empty(0, np.int64)
         self.stats = {"readings_in": 0, "readings_ok": 0, "readings_rejected": 0}
 
     def _series_of_site(self) -> list[np.ndarray]:
@@ -111,15 +120,18 @@ class Pipeline(CoreState):
         screen(batch.time_ns, batch.series, batch.value, a["site"], a["role"], a["kind"],
                a["signed"], a["max_kw"], self.site_max_t, self.site_wm, self.grace_ns,
                future, codes)
-        ok = codes == OK
-        bad = np.flatnonzero(~ok)
+        bad = np.flatnonzero(codes != OK)
         self.stats["readings_in"] += len(batch)
         self.stats["readings_ok"] += len(batch) - len(bad)
         self.stats["readings_rejected"] += len(bad)
         quality = [screen_quality(self.registry, self.run, batch, bad, codes)] if len(bad) else []
         if len(bad) < len(batch):
-            good = batch if not len(bad) else batch.take(ok)
-            self.pending = Batch.concat([self.pending, good]) if len(self.pending) else good
+            if not len(bad) and not len(self.pending):
+                self.pending = batch
+            else:  # the readings still held, then this batch's good ones: one copy
+                p = self.pending
+                self.pending = Batch(*append_ok(p.time_ns, p.series, p.value, batch.time_ns,
+                                                batch.series, batch.value, codes))
         out = self._advance(quality, final=False)
         out.rejected_index = bad.astype(np.int64)
         out.rejected_reason = [SCREEN_NAMES[int(c)] for c in codes[bad]]
@@ -158,16 +170,11 @@ class Pipeline(CoreState):
         a = reg.arrays()
         p = self.pending
         if len(p):
-            rel = p.time_ns < self.site_wm[a["site"][p.series]]
-            n_rel = int(np.count_nonzero(rel))
-            if n_rel == len(p):
-                self.pending = Batch.empty()
-                quality.extend(self._integrate(p, a))
-            elif n_rel:
-                idx = np.flatnonzero(rel)
-                released = p.take(idx)
-                self.pending = p.take(np.flatnonzero(~rel))
-                quality.extend(self._integrate(released, a))
+            rt, rs, rv, ht, hs, hv = release(p.time_ns, p.series, p.value, a["site"],
+                                             self.site_wm)
+            if len(rt):
+                self.pending = Batch(ht, hs, hv)
+                quality.extend(self._integrate(Batch(rt, rs, rv), a))
         kpi_rows = self._close_sites(a, quality, final)
         out = Output()
         out.kpi = kpi_rows
@@ -202,17 +209,32 @@ class Pipeline(CoreState):
     def _integrate(self, r: Batch, a: dict[str, np.ndarray]) -> list[pl.DataFrame]:
         quality: list[pl.DataFrame] = []
         n_series = len(self.registry)
-        # counting sort by series: the run-based integrate is ~10x faster on sorted runs
-        # than on time-major arrival order, which more than pays for the sort
-        _, _, ss, tt, vv, ds, dt, dv = sort_dedup_arrays(r.series, r.time_ns, r.value,
-                                                         n_series, False)
-        if len(ds):
+        if len(self._scratch) < n_series:
+            self._scratch = np.full(n_series, NO_TIME, np.int64)
+            self._scratch_i = np.zeros(n_series, np.int64)
+        # the kernel needs each series in time order without repeats; a time-ordered input
+        # has that already (one check pass, nothing copied)
+        state = series_order(r.series, r.time_ns, self._scratch)
+        if state == DISORDERED:
+            # a few late readings in a nearly ordered input: a stable sort by time (near
+            # linear on nearly sorted data) puts every series in order again
+            by_time = r.take(np.argsort(r.time_ns, kind="stable"))
+            again = series_order(by_time.series, by_time.time_ns, self._scratch)
+            if again != DISORDERED:
+                r, state = by_time, again
+        ds = None
+        if state == REPEATS:
+            ss, tt, vv, ds, dt, dv = dedup_ordered(r.series, r.time_ns, r.value,
+                                                   self._scratch, self._scratch_i)
+            r = Batch(tt, ss, vv)
+        elif state == DISORDERED:
+            # counting sort by series, dropping repeats (any order: series-major, shuffled)
+            _, _, ss, tt, vv, ds, dt, dv = sort_dedup_arrays(r.series, r.time_ns, r.value,
+                                                             n_series, False)
+            r = Batch(tt, ss, vv)
+        if ds is not None and len(ds):
             quality.append(quality_rows(self.registry, self.run, Batch(dt, ds, dv), "duplicate"))
-        r = Batch(tt, ss, vv)
-        first = np.flatnonzero(np.r_[True, r.series[1:] != r.series[:-1]])
-        fs = r.series[first]
-        unset = self.first_t[fs] == NO_TIME
-        self.first_t[fs[unset]] = r.time_ns[first[unset]]
+        note_first(r.series, r.time_ns, self.first_t)
         site = a["site"][r.series]
         lo_t, hi_t = site_span(site, r.time_ns, len(self.cfg.sites))
         present = np.flatnonzero(hi_t != NO_TIME)
@@ -231,7 +253,8 @@ class Pipeline(CoreState):
         ev_idx = np.empty(2 * n, np.int64)
         ev_code = np.empty(2 * n, np.int8)
         ev_val = np.empty(2 * n, np.float64)
-        n_ev = en.integrate(r.time_ns, r.series, r.value, a["kind"], a["register_max"],
+        kernel = en.integrate_ordered if state != DISORDERED else en.integrate
+        n_ev = kernel(r.time_ns, r.series, r.value, a["kind"], a["register_max"],
                             a["jitter"], a["max_gap_ns"], a["max_kw"], a["site"],
                             self.site_b0, self.base_ns, self.last_t, self.last_v,
                             self.spike_run, self.acc_e, self.acc_cov, self.acc_sum,

@@ -87,16 +87,23 @@ def quality_rows(registry: Registry, run: str, b: Batch, kind: str,
                  values: np.ndarray | None = None, detail: str = "") -> pl.DataFrame:
     """One ``quality`` row per reading of ``b`` (``values`` replaces the readings' values)."""
     keys = registry.keys
-    ks = [keys[s] if 0 <= s < len(keys) else ("?", "?", "?") for s in b.series.tolist()]
-    n = len(b)
+    n, m = len(b), len(keys)
+    # Python touches each distinct series once; the rows gather them (unknown ids read "?")
+    uniq, inv = np.unique(b.series, return_inverse=True)
+    ks = [keys[s] if 0 <= s < m else ("?", "?", "?") for s in uniq.tolist()]
+    at = pl.Series(inv.astype(np.int64))
+    parts = [pl.Series([k[j] for k in ks], dtype=pl.String).gather(at) for j in range(3)]
+
+    def const(x: str) -> pl.Series:
+        return pl.Series([x], dtype=pl.String).new_from_index(0, n) if n else pl.Series(
+            [], dtype=pl.String)
+
     return pl.DataFrame({
-        "time": b.time_ns.astype("datetime64[ns]"),
-        "site": [k[0] for k in ks], "kind": [kind] * n,
-        "device": [k[1] for k in ks], "point": [k[2] for k in ks], "run": [run] * n,
-        "count": np.ones(n, np.int64),
-        "value": b.value if values is None else values,
-        "detail": [detail] * n,
-    }).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
+        "time": pl.Series(b.time_ns).cast(pl.Datetime("ns", "UTC")),
+        "site": parts[0], "kind": const(kind), "device": parts[1], "point": parts[2],
+        "run": const(run), "count": np.ones(n, np.int64),
+        "value": b.value if values is None else values, "detail": const(detail),
+    })
 
 def screen_quality(registry: Registry, run: str, batch: Batch, bad: np.ndarray,
                    codes: np.ndarray) -> pl.DataFrame:

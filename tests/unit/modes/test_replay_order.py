@@ -106,7 +106,8 @@ def test_any_row_order_gives_identical_rows(tmp_path_factory, seed, minutes, n_p
         for mem in (1024.0, 0.004):  # in memory, and spilled (0.004 MiB = 209 readings)
             res = replay(cfg, [d / f"{name}.parquet"], progress=False, write=False,
                          memory_mb=mem, chunk_rows=500)
-            assert res.spilled == (mem < 1)
+            # a time-ordered file streams straight into the core, whatever the budget
+            assert res.spilled == (mem < 1 and name != "time-major")
             _same(_rows(res), want, f"{name} {mem} MiB")
     res = replay(cfg, [split], progress=False, write=False, memory_mb=0.004, chunk_rows=500)
     _same(_rows(res), want, "split files")

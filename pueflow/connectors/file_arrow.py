@@ -1,0 +1,246 @@
+"""Arrow columns of the canonical long form -> :class:`~pueflow.schema.batch.Batch`.
+
+Shared by the Parquet and CSV readers (:mod:`pueflow.connectors.file_readers`): the schema
+check that names a missing or mistyped column, times to int64 ns, and (site, device,
+point) dictionary columns to series ids in one vectorised gather.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pueflow.connectors.wire import unit_ns
+from pueflow.connectors.wire_base import MAX_TIME_NS, MIN_TIME_NS, time_range_reason
+from pueflow.exceptions import InputFormatError
+from pueflow.jit import njit
+from pueflow.schema.batch import Batch
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pueflow.schema.registry import Registry
+
+COLUMNS = ("time", "site", "device", "point", "value")
+KEY_COLUMNS = ("site", "device", "point")
+_SYNONYMS = {"timestamp": "time", "ts": "time", "datetime": "time", "time_ns": "time",
+             "date": "time", "site_id": "site", "device_id": "device", "meter": "device",
+             "field": "point", "metric": "point", "measurement": "point", "val": "value",
+             "reading": "value"}
+_EXPECTED = "expected columns " + ", ".join(COLUMNS)
+
+
+class Ctx:
+    """What every reader of one ``iter_file`` call shares."""
+
+    def __init__(self, registry: Registry, chunk_rows: int, lo: int | None, hi: int | None,
+                 unit: str, json_unit: str):
+        self.registry, self.chunk_rows, self.lo, self.hi = registry, chunk_rows, lo, hi
+        self.unit, self.mult = unit, unit_ns(unit)
+        self.json_unit = json_unit
+        unit_ns(json_unit)
+        self.keys = Keys(registry)
+        #: 1-based row -> site named by a row refused in the current chunk (to_batch fills it)
+        self.error_sites: dict[int, str] = {}
+
+    def window(self, batch: Batch) -> Batch:
+        """Keep the readings of ``batch`` inside the time filter [ns]."""
+        if self.lo is None and self.hi is None:
+            return batch
+        t = batch.time_ns
+        keep = np.ones(len(t), np.bool_)
+        if self.lo is not None:
+            keep &= t >= self.lo
+        if self.hi is not None:
+            keep &= t < self.hi
+        return batch if keep.all() else batch.take(keep)
+
+
+class Keys:
+    """Dictionary-encoded (site, device, point) columns -> series ids.
+
+    A dense lookup table over the product of the three dictionaries turns the index
+    columns into ids with one gather; it is rebuilt only when a dictionary changes and
+    Python only touches keys not seen before.
+    """
+
+    MAX_LUT = 1 << 25
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self._dicts: tuple[pa.Array, ...] | None = None
+        self._values: list[list[str]] = []
+        self._lut: np.ndarray | None = None
+        self._shape = (0, 0, 0)
+
+    def series(self, cols: list[pa.DictionaryArray]) -> np.ndarray:
+        """Series ids [int32] of dictionary-encoded (site, device, point) columns."""
+        dicts = tuple(c.dictionary for c in cols)
+        if self._dicts is None or not all(a.equals(b) for a, b in zip(dicts, self._dicts, strict=True)):
+            self._dicts = dicts
+            self._values = [d.to_pylist() for d in dicts]
+            self._shape = tuple(len(d) for d in dicts)
+            size = self._shape[0] * self._shape[1] * self._shape[2]
+            self._lut = np.full(size, -1, np.int32) if size <= self.MAX_LUT else None
+        ns, nd, np_ = self._shape
+        idx = [c.indices.to_numpy(zero_copy_only=False) for c in cols]
+        if self._lut is None:
+            code = (idx[0].astype(np.int64) * nd + idx[1]) * np_ + idx[2]
+            uniq, inv = np.unique(code, return_inverse=True)
+            return self._ids(uniq)[inv]
+        sid = np.empty(len(idx[0]), np.int32)
+        seen = np.zeros(0, np.bool_)
+        if _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen):
+            # keys not seen before: marked once per distinct code, no sort
+            seen = np.zeros(len(self._lut), np.bool_)
+            _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen)
+            new = np.flatnonzero(seen)
+            self._lut[new] = self._ids(new)
+            _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen[:0])
+        return sid
+
+    def _ids(self, codes: np.ndarray) -> np.ndarray:
+        _, nd, np_ = self._shape
+        s, rem = np.divmod(codes.astype(np.int64), nd * np_)
+        d, p = np.divmod(rem, np_)
+        S, D, P = self._values
+        reg = self.registry
+        return np.fromiter((reg.id(S[a], D[b], P[c]) for a, b, c in
+                            zip(s.tolist(), d.tolist(), p.tolist(), strict=True)),
+                           np.int32, count=len(codes))
+
+
+@njit
+def _lookup(i0, i1, i2, nd, np_, lut, out, seen) -> int:
+    """Series ids of dictionary index triples through ``lut``, in one pass.
+
+    Writes ``out``; returns how many triples have no id yet (marked in ``seen`` when it is
+    as long as ``lut``).
+    """
+    missing = 0
+    mark = seen.shape[0] > 0
+    for i in range(i0.shape[0]):
+        code = (np.int64(i0[i]) * nd + i1[i]) * np_ + i2[i]
+        sid = lut[code]
+        out[i] = sid
+        if sid < 0:
+            missing += 1
+            if mark:
+                seen[code] = True
+    return missing
+
+
+def missing_message(missing: list[str], names: list[str]) -> str:
+    """Explain missing columns, suggesting the file's column each one may be."""
+    extra = [n for n in names if n not in COLUMNS]
+    parts = []
+    for m in missing:
+        near = [n for n in extra if _SYNONYMS.get(n.lower()) == m or n.lower() == m]
+        near = near or difflib.get_close_matches(m, extra, n=1, cutoff=0.5)
+        hint = f"; did you mean {near[0]!r}? rename it to {m!r}" if near else ""
+        parts.append(f"column {m!r} not found{hint}")
+    return f"{'; '.join(parts)}. {_EXPECTED} (file has: {', '.join(names)})"
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def check_schema(path: Path, schema: pa.Schema, hive: dict[str, str]) -> None:
+    """Raise :class:`InputFormatError` naming the first missing or mistyped column."""
+    names = schema.names
+    missing = [c for c in COLUMNS if c not in names and c not in hive]
+    if missing:
+        raise InputFormatError(str(path), missing_message(missing, names), column=missing[0])
+    t = schema.field("time").type
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            msg = (f"time column holds timestamps without a time zone ({t}); pueflow reads "
+                   "event time as UTC, so write it time-zone aware, e.g. polars "
+                   "pl.col('time').dt.replace_time_zone('UTC') or pandas .dt.tz_localize('UTC')")
+            raise InputFormatError(str(path), msg, column="time")
+    elif not pa.types.is_integer(t):
+        msg = (f"time column has type {t}; expected Datetime[ns, UTC] "
+               "(or integer epoch time in timestamp_unit)")
+        raise InputFormatError(str(path), msg, column="time")
+    for k in KEY_COLUMNS:
+        if k in names:
+            kt = schema.field(k).type
+            kt = kt.value_type if pa.types.is_dictionary(kt) else kt
+            if not _is_text(kt):
+                msg = f"{k} column has type {kt}; expected strings (ids as text)"
+                raise InputFormatError(str(path), msg, column=k)
+    v = schema.field("value").type
+    if not (pa.types.is_floating(v) or pa.types.is_integer(v) or pa.types.is_decimal(v)):
+        msg = (f"value column has type {v}; values must be numbers (float64), e.g. "
+               "pl.col('value').cast(pl.Float64) before writing")
+        raise InputFormatError(str(path), msg, column="value")
+
+
+def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return times [ns] and a mask of those inside 1970..2260."""
+    if col.null_count:
+        first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        msg = "time is empty; every reading needs an event time"
+        raise InputFormatError(str(path), msg, row=offset + first + 1, column="time")
+    if pa.types.is_timestamp(col.type):
+        mult = unit_ns(col.type.unit)
+        col = col.cast(pa.int64())
+    t = col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    # range checked in the file's unit: multiplying first could wrap past int64
+    ok = (t >= -(-MIN_TIME_NS // mult)) & (t < -(-MAX_TIME_NS // mult))
+    return np.where(ok, t, 0) * mult if mult != 1 else t, ok
+
+
+def to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[str, str],
+              errors: list[tuple[int, str]]) -> Batch:
+    """Arrow rows of the canonical form -> Batch; rows with a null key are reported."""
+    n = rb.num_rows
+    names = rb.schema.names
+    time_ns, t_ok = time_ns_of(path, rb.column("time"), offset, ctx.mult)
+    cols, bad, site_null = [], None, None
+    if not t_ok.all():
+        bad = ~t_ok
+        raw = rb.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        for r in np.flatnonzero(bad):
+            past = MIN_TIME_NS - 1 if raw[r] < 0 else MAX_TIME_NS
+            errors.append((offset + int(r) + 1, time_range_reason(past, str(raw[r]), ctx.mult)))
+    for k in KEY_COLUMNS:
+        if k in names:
+            c = rb.column(k)
+            c = c if pa.types.is_dictionary(c.type) else pc.dictionary_encode(c)
+        else:
+            c = pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([hive[k]]))
+        if c.null_count:
+            m = c.is_null().to_numpy(zero_copy_only=False)
+            for r in np.flatnonzero(m):
+                errors.append((offset + int(r) + 1, f"{k} is empty (null); row skipped"))
+            bad = m if bad is None else bad | m
+            site_null = m if k == "site" else site_null
+            c = pa.DictionaryArray.from_arrays(pc.fill_null(c.indices, 0), c.dictionary)
+        cols.append(c)
+    v = rb.column("value")
+    if not pa.types.is_float64(v.type):
+        v = v.cast(pa.float64(), safe=False)
+    if v.null_count:
+        v = pc.fill_null(v, np.nan)
+    batch = Batch(time_ns, ctx.keys.series(cols), v.to_numpy(zero_copy_only=False))
+    if bad is not None:
+        batch = batch.take(~bad)
+        errors.sort()
+        _note_sites(ctx, cols[0], bad if site_null is None else bad & ~site_null, offset)
+    return ctx.window(batch)
+
+
+def _note_sites(ctx: Ctx, site: pa.DictionaryArray, rows: np.ndarray, offset: int) -> None:
+    """Record in ``ctx.error_sites`` the site named by each refused row that names one."""
+    at = np.flatnonzero(rows)
+    if len(at):
+        idx = site.indices.to_numpy(zero_copy_only=False)[at]
+        names = site.dictionary.to_pylist()
+        ctx.error_sites.update({offset + int(r) + 1: names[int(i)]
+                                for r, i in zip(at, idx, strict=True)})

@@ -1,0 +1,87 @@
+"""A time-ordered or nearly ordered Parquet file streams into the core: no spill, same rows.
+
+The reference is the streaming core fed the strictly time-sorted file in file order
+(``as_streamed``, grace 0s): nothing is late there, so it does not use the code under test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from pueflow.connectors.files import time_lateness
+from pueflow.modes.replay import replay
+from pueflow.modes.spill import BYTES_PER_READING
+from tests.conftest import T0
+from tests.unit.test_replay_memory import _peak_rss, _series_major
+from tests.unit.test_replay_order import _config, _readings, _rows
+
+NS = 10**9
+
+
+def _same(got, want):
+    for m in want:
+        assert_frame_equal(got[m], want[m], check_column_order=False)
+
+
+def test_lateness_of_ordered_nearly_ordered_and_series_major_files(tmp_path):
+    t = T0 + 10 * NS * np.arange(1000, dtype=np.int64)
+    df = pl.DataFrame({"time": t, "site": "s1", "device": "d", "point": "kw", "value": 1.0})
+    df = df.with_columns(pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+    df.write_parquet(tmp_path / "a.parquet")
+    assert time_lateness([tmp_path / "a.parquet"]) == 0
+    # one reading 70 s late: lateness is how far it trails the latest reading before it
+    late = df.with_columns(pl.Series("time", np.r_[t[:500], t[507], t[500:507], t[508:]])
+                           .cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+    late.write_parquet(tmp_path / "b.parquet")
+    assert time_lateness([tmp_path / "b.parquet"], chunk_rows=64) == 70 * NS
+    # two files read in order: the second starting before the first ended is lateness too
+    assert time_lateness([tmp_path / "a.parquet", tmp_path / "a.parquet"]) == 9990 * NS
+    # ... unless it spans more readings than allowed: then None (take the spill path)
+    assert time_lateness([tmp_path / "a.parquet", tmp_path / "a.parquet"],
+                         max_rows_behind=100) is None
+    df.write_csv(tmp_path / "c.csv")
+    assert time_lateness([tmp_path / "c.csv"]) is None  # text: would need a full parse
+
+
+def test_nearly_ordered_file_streams_with_the_same_rows(tmp_path):
+    cfg = _config()
+    df = _readings(7, 240, 2).sort("time", maintain_order=True)
+    df.write_parquet(tmp_path / "sorted.parquet")
+    want = _rows(replay(cfg, [tmp_path / "sorted.parquet"], progress=False, write=False,
+                        as_streamed=True))
+    # move a tenth of the readings up to 40 rows later in the file
+    rng = np.random.default_rng(3)
+    idx = np.arange(df.height)
+    moved = rng.choice(df.height - 50, size=df.height // 10, replace=False)
+    key = idx.astype(np.float64)
+    key[moved] += rng.uniform(1, 40, len(moved))
+    nearly = df[np.argsort(key, kind="stable")]
+    nearly.write_parquet(tmp_path / "nearly.parquet")
+    assert time_lateness([tmp_path / "nearly.parquet"]) > 0
+    # the config's grace is 0s: streamed as is, the delayed readings would be late
+    streamed = replay(cfg, [tmp_path / "nearly.parquet"], progress=False, write=False,
+                      as_streamed=True)
+    assert streamed.quality.filter(pl.col("kind") == "late").height > 0
+    for mem in (1024.0, 0.05):  # 0.05 MiB = 2,621 readings: the held-back ones fit
+        res = replay(cfg, [tmp_path / "nearly.parquet"], progress=False, write=False,
+                     memory_mb=mem, chunk_rows=500)
+        assert not res.spilled
+        _same(_rows(res), want)
+
+
+def test_time_ordered_file_larger_than_the_memory_setting_streams_within_it(tmp_path):
+    tiny, big, ordered = (tmp_path / f"{n}.parquet" for n in ("tiny", "big", "ordered"))
+    _series_major(tiny, 2, 2_000)
+    n = _series_major(big, 40, 100_000)
+    pl.read_parquet(big).sort("time", maintain_order=True).write_parquet(
+        ordered, row_group_size=100_000)
+    base, _ = _peak_rss(tiny, 1024.0)
+    bound = base + n * BYTES_PER_READING * 3 // 4
+    peak, out = _peak_rss(ordered, 4.0)
+    _, spilled = _peak_rss(big, 4.0)
+    assert out[:2] == [str(n), "0"]  # every reading, and no spill
+    assert spilled[1] == "1"  # the series-major one spills ...
+    assert spilled[2] == out[2]  # ... and gives as many kpi rows
+    assert peak < bound, f"peak {peak / 2**20:.0f} MiB over bound {bound / 2**20:.0f} MiB"
