@@ -1,0 +1,1 @@
+"""Sources and sinks: files, wire formats, Parquet store, InfluxDB, Kafka."""

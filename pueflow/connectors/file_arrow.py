@@ -83,7 +83,7 @@ class Keys:
         if self._dicts is None or not all(a.equals(b) for a, b in zip(dicts, self._dicts, strict=True)):
             self._dicts = dicts
             self._values = [d.to_pylist() for d in dicts]
-            self._shape = tuple(len(d) for d in dicts)
+            self._shape = (len(dicts[0]), len(dicts[1]), len(dicts[2]))
             size = self._shape[0] * self._shape[1] * self._shape[2]
             self._lut = np.full(size, -1, np.int32) if size <= self.MAX_LUT else None
         ns, nd, np_ = self._shape

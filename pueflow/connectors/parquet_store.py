@@ -19,7 +19,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import polars as pl
@@ -32,6 +32,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
+ParquetCompression = Literal["lz4", "uncompressed", "snappy", "gzip", "brotli", "zstd"]
 FILE = "part-0.parquet"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
@@ -56,11 +57,11 @@ class ParquetStore:
         Root folder (created on first flush).
     name : str
         The sink's name in the config.
-    compression : str
+    compression : {"zstd", "lz4", "snappy", "gzip", "brotli", "uncompressed"}
         Parquet codec for the partition files.
     """
 
-    def __init__(self, path: str | Path, name: str = "local", *, compression: str = "zstd"):
+    def __init__(self, path: str | Path, name: str = "local", *, compression: ParquetCompression = "zstd"):
         self.path = Path(path)
         self.name = name
         self.compression = compression

@@ -165,7 +165,7 @@ def site_report(site: Site, kpi: pl.LazyFrame | None, quality: pl.LazyFrame | No
         "renewable_onsite_kwh": sums["pv_kwh"] + sums["wind_kwh"],
         "renewable_contracted_kwh": sums["ppa_kwh"] + goo,
     }
-    ren = figures["renewable_onsite_kwh"] + figures["renewable_contracted_kwh"]
+    ren = sums["pv_kwh"] + sums["wind_kwh"] + sums["ppa_kwh"] + goo
     r = ratios_of_sums([sums["facility_kwh"]], [sums["it_kwh"]], [ren], water_l=[sums["water_l"]])
     kpis = {"pue": _num(r["pue"][0]), "ref": _num(r["ref"][0]),
             "wue_l_per_kwh": _num(r["wue_l_per_kwh"][0]) if "water_l" in metered else None,

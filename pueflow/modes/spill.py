@@ -174,6 +174,9 @@ class EventOrder:
             yield from (OrderedChunk(p) for p in self._slice(k))
 
     def _slice(self, k: int) -> Iterator[Batch]:
+        if self.folder is None:  # only a spilled slice is read back
+            msg = f"slice {k} was never spilled; nothing to read back"
+            raise SpillError(msg)
         files = sorted(str(f) for f in (self.folder / f"{k}").glob("*.parquet"))
         pieces = -(-self.rows[k] // self.budget_rows)
         lo = k * SLICE_NS

@@ -189,7 +189,7 @@ class Pipeline(CoreState):
         return out
 
     def _site_passed(self, site_id: str, window: str, key_ns: int) -> bool:
-        """Has a site moved past the fleet window keyed ``key_ns`` (no more rows for it)?
+        """Tell whether a site moved past the fleet window keyed ``key_ns`` (no more rows for it).
 
         A site that reports has emitted every window before its ``next_start``; a site that
         never reported is past a window once its watermark passes the window's end.
@@ -329,15 +329,16 @@ class Pipeline(CoreState):
         self.site_b0[i] = b0 + nb
 
     def _window_bounds(self, i: int, w: str, closed_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """Starts and ends [ns] of the complete ``w`` windows of site ``i`` not yet emitted."""
+        """Return starts and ends [ns] of the complete ``w`` windows of site ``i`` not yet emitted."""
         start = self.next_start[i][w]
         if w == DAY:
-            starts, ends = [], []
+            day_starts: list[int] = []
+            day_ends: list[int] = []
             while (end := window_end(w, start, self.tz[i])) <= closed_ns:
-                starts.append(start)
-                ends.append(end)
+                day_starts.append(start)
+                day_ends.append(end)
                 start = end
-            return np.array(starts, np.int64), np.array(ends, np.int64)
+            return np.array(day_starts, np.int64), np.array(day_ends, np.int64)
         n = parse_duration_ns(w)
         k = max((closed_ns - start) // n, 0)
         starts = start + n * np.arange(k, dtype=np.int64)

@@ -143,7 +143,8 @@ class CoreState:
             arrays[pre + "p_time"] = pend.time_ns[pm]
             arrays[pre + "p_value"] = pend.value[pm]
         buf = io.BytesIO()
-        np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         return buf.getvalue()
 
 

@@ -39,10 +39,12 @@ def window_end(window: str, start_ns: int, tz: ZoneInfo) -> int:
 
 
 def local_date(start_ns: int, tz: ZoneInfo) -> str:
+    """Return the local calendar date (ISO) in ``tz`` of the instant ``start_ns`` [ns]."""
     return datetime.fromtimestamp(start_ns // 10**9, tz).date().isoformat()
 
 
 def utc(t_ns: int) -> datetime:
+    """Return the instant ``t_ns`` [ns since the epoch] as an aware UTC datetime."""
     return datetime.fromtimestamp(t_ns / 1e9, UTC)
 
 

@@ -140,7 +140,7 @@ def pick_window(cfg: Config, days: float) -> str:
     windows = cfg.pipeline.window_ns()
     want = 15 * 60 if days <= 3 else (3600 if days <= 92 else 86400)
     fits = [w for w, n in windows.items() if n >= want * 10**9]
-    return min(fits, key=windows.get) if fits else max(windows, key=windows.get)
+    return min(fits, key=lambda w: windows[w]) if fits else max(windows, key=lambda w: windows[w])
 
 
 def _local(t: pl.Series, tz: str) -> list[str]:
@@ -182,7 +182,7 @@ def site_series(cfg: Config, site_id: str, kpi: pl.LazyFrame | None, quality: pl
     w = rows.filter(pl.col("window") == window)
     cols = ["pue", *(f"ppue_{s}" for s in COOLING_SUBSYSTEMS), "ref", "coverage", "ambient_temp_c",
             "supply_temp_c"]
-    k = {"time": _local(w["time"], tz)}
+    k: dict[str, list[Any]] = {"time": _local(w["time"], tz)}
     for c in cols:
         if c in w.columns and w[c].is_not_null().any():
             k[c] = _clean(w[c])
