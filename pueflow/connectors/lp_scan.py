@@ -287,8 +287,7 @@ def _to_newline(buf, i, end):
     return min(i + 1, end)
 
 
-@njit
-def scan(buf, ends, mult, lo_ns, hi_ns):
+def scan(buf: np.ndarray, ends: np.ndarray, mult: int, lo_ns: int, hi_ns: int) -> tuple:
     """Scan ``buf`` (payloads back to back, payload k ending at ``ends[k]``).
 
     Parameters
@@ -309,6 +308,13 @@ def scan(buf, ends, mult, lo_ns, hi_ns):
     fields : tuple of arrays
         record, key span, value span, kind, value, needs slow conversion, hash (2 x uint64).
     """
+    # the hashes wrap modulo 2**64 by design; numpy scalars (NUMBA_DISABLE_JIT=1) warn on it
+    with np.errstate(over="ignore"):
+        return _scan(buf, ends, mult, lo_ns, hi_ns)
+
+
+@njit
+def _scan(buf, ends, mult, lo_ns, hi_ns):
     n_nl = 0
     n_eq = 0
     for c in buf:
