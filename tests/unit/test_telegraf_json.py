@@ -17,6 +17,7 @@ from pueflow.config.load import load_config
 from pueflow.connectors.files import iter_file
 from pueflow.connectors.telegraf_json import decode_json
 from pueflow.connectors.wire_base import unit_ns
+from pueflow.exceptions import ConfigError
 from pueflow.schema.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,3 +90,27 @@ def test_replayed_file_uses_the_json_unit(tmp_path, reg):
     (chunk,) = iter_file(f, reg, json_timestamp_unit="s")
     assert chunk.batch.time_ns.tolist() == [1616161616 * 10**9]
     assert chunk.errors == []
+
+
+def _config_with_unit(tmp_path: Path, unit: str) -> Path:
+    path = tmp_path / "site.toml"
+    text = (ROOT / "config" / "tetouan-7.5mw.toml").read_text()
+    path.write_text(f'{text}\n[kafka]\ntimestamp_unit = "{unit}"\n')
+    return path
+
+
+def test_config_takes_any_telegraf_unit(tmp_path, reg):
+    """``timestamp_unit = "10ms"`` in the config file decodes Telegraf's 10ms output."""
+    cfg = load_config(_config_with_unit(tmp_path, "10ms"))
+    assert cfg.kafka.timestamp_unit == "10ms"
+    dec = decode_json([telegraf("152547879512")], reg, cfg.kafka.timestamp_unit)
+    assert dec.batch.time_ns.tolist() == [152547879512 * 10**7]
+
+
+@pytest.mark.parametrize("bad", ["minutes", "0ms", "1.5s"])
+def test_config_refuses_a_unit_the_decoder_refuses(tmp_path, bad):
+    with pytest.raises(ConfigError) as info:
+        load_config(_config_with_unit(tmp_path, bad))
+    text = str(info.value)
+    assert f"kafka.timestamp_unit = {bad!r}" in text
+    assert "'10ms'" in text  # the fix
