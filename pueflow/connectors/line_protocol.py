@@ -69,6 +69,7 @@ _SYNTAX = {
     S.E_AFTER_FIELD: "unexpected character after a field value",
     S.E_TS_EXTRA: "unexpected text after the timestamp",
 }
+_STR_EOF = _SYNTAX[S.E_STR_EOF]
 _SHAPE = "expected 'measurement,site=…,device=… field=value,… timestamp_ns'"
 
 
@@ -242,6 +243,39 @@ def decode_line_text(text: str | bytes, registry: Registry, precision: str = "ns
     errors = [(int(line[r]), why) for r, why in rec_errors]
     r = fld[0][fields]
     return finish(None, rec[8][r], sid, fld[6][fields], line[r], errors, registry)
+
+
+def decode_line_chunk(data: bytes, registry: Registry, final: bool,
+                      precision: str = "ns") -> tuple[Decoded, int]:
+    """Decode a chunk of a line-protocol file, leaving a record cut by the chunk's end.
+
+    A string field may hold raw newlines, so a chunk read line by line can end inside a
+    record. Unless ``final``, a last record whose string runs into the end of ``data`` is
+    not decoded; the caller carries ``data[used:]`` over to the front of the next chunk.
+
+    Parameters
+    ----------
+    data : bytes
+        Whole lines of the file (plus what the previous chunk left).
+    registry : Registry
+        Assigns series ids.
+    final : bool
+        No more input follows (or the carried text grew too long): decode everything.
+    precision : str
+        Timestamp unit, as for :func:`decode_line`.
+
+    Returns
+    -------
+    (Decoded, int)
+        As :func:`decode_line_text` (``origin`` and error indices are lines of ``data``),
+        and the number of bytes of ``data`` decoded [bytes].
+    """
+    dec = decode_line_text(data, registry, precision)
+    if final or not dec.errors or _STR_EOF not in dec.errors[-1][1]:
+        return dec, len(data)
+    line = dec.errors[-1][0]  # an unclosed string can only be the last record's
+    start = int(np.flatnonzero(np.frombuffer(data, np.uint8) == 10)[line - 1]) + 1 if line else 0
+    return decode_line_text(data[:start], registry, precision), start
 
 
 def parse_records(data: bytes, precision: str = "ns") -> list[tuple | str]:
