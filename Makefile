@@ -35,7 +35,8 @@ test: $(VENV)/.full sysdeps
 	$(PY) -m pytest tests/unit tests/property -q -p no:cacheprovider
 	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q -p no:cacheprovider -m "not slow" \
 	  tests/unit/test_energy.py tests/unit/test_screen.py tests/unit/test_kpi.py \
-	  tests/unit/test_line_protocol.py tests/unit/test_wire.py tests/property/test_kernels_props.py
+	  tests/unit/test_line_protocol.py tests/unit/test_wire.py tests/unit/test_telegraf_json.py \
+	  tests/property/test_kernels_props.py
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 
 bench: $(VENV)/.full
