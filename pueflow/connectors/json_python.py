@@ -1,5 +1,7 @@
-"""Telegraf JSON decoded by orjson and Python: the path for every payload the numba scan
-(:mod:`.json_scan`) leaves, and the one that words the reasons.
+"""Telegraf JSON decoded by orjson and Python.
+
+This is the path for every payload the numba scan (:mod:`.json_scan`) leaves, and the one
+that words the reasons.
 
 Timestamps are numbers in the configured unit (Telegraf's ``json_timestamp_units``: any
 power of ten of ns, ``1s`` by default, e.g. ``10ms``) or RFC 3339 strings
@@ -37,8 +39,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def rfc3339_ns(s: str) -> int | None:
-    """Nanoseconds since the epoch of an RFC 3339 time (``2018-05-05T00:06:35.5Z``,
-    offsets allowed, up to 9 fraction digits kept exactly), or None if ``s`` is not one."""
+    """Return nanoseconds since the epoch of an RFC 3339 time, or None if ``s`` is not one.
+
+    ``2018-05-05T00:06:35.5Z``; offsets allowed, up to 9 fraction digits kept exactly.
+    """
     m = _RFC3339.fullmatch(s)
     if m is None:
         return None
@@ -103,8 +107,10 @@ def _keys(registry: Registry) -> dict[tuple[str, ...], tuple[int, ...]]:
 
 
 def _times_ns(times: list, mult: int) -> tuple[np.ndarray, np.ndarray]:
-    """Metric timestamps in units of ``mult`` ns (numbers) or RFC 3339 strings -> int64 ns
-    and a mask of those that convert exactly (range checked by the caller)."""
+    """Convert metric timestamps to int64 ns and a mask of those that convert exactly.
+
+    Numbers are in units of ``mult`` ns, strings RFC 3339; the range is the caller's check.
+    """
     if any(type(t) is str for t in times):
         parsed = [rfc3339_ns(t) if type(t) is str else None for t in times]
         is_str = np.array([type(t) is str for t in times])
@@ -129,7 +135,7 @@ def _times_ns(times: list, mult: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_python(payloads: list[bytes], registry: Registry, mult: int) -> tuple:
-    """The Python decoder: (time [ns], series, value, payload index, errors)."""
+    """Decode in Python: (time [ns], series, value, payload index, errors)."""
     cache = _keys(registry)
     reg_id = registry.id
     loads, decode_error = orjson.loads, orjson.JSONDecodeError

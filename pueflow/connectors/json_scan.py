@@ -44,8 +44,10 @@ _OK, _FAIL, _METRICS = 0, 1, 2
 
 @njit
 def _metric(buf, i, end, f, m, mult, lo_ns, hi_ns, top):
-    """The metric object at ``i``: (result, position). ``_METRICS`` (only if ``top``): a
-    ``"metrics"`` key came first, position is at its value."""
+    """Read the metric object at ``i``: (result, position).
+
+    ``_METRICS`` (only if ``top``): a ``"metrics"`` key came first, position is at its value.
+    """
     m_s0, m_s1, m_d0, m_d1, m_time, m_first, nm = m
     n = f[7]
     first = n[0]

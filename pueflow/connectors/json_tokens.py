@@ -1,5 +1,7 @@
-"""Tokens of Telegraf JSON for the numba scan (:mod:`.json_scan`): white space, plain
-strings, numbers, scalars, and the ``tags``, ``fields`` and ``timestamp`` members.
+"""Tokens of Telegraf JSON for the numba scan (:mod:`.json_scan`).
+
+White space, plain strings, numbers, scalars, and the ``tags``, ``fields`` and
+``timestamp`` members.
 
 Every reader returns the position after what it read, or -1 where the input is anything
 but the plain form it accepts (the payload then goes to the Python decoder).
@@ -24,6 +26,7 @@ _W_NULL = np.frombuffer(b"null", np.uint8)
 
 @njit
 def ws(buf, i, end):
+    """Skip JSON white space from ``i``."""
     while i < end:
         c = buf[i]
         if c == 32 or c == 10 or c == 13 or c == 9:
@@ -35,6 +38,7 @@ def ws(buf, i, end):
 
 @njit
 def same(buf, a, b, word):
+    """Whether ``buf[a:b]`` equals ``word``."""
     if b - a != len(word):
         return False
     for k in range(len(word)):
@@ -45,8 +49,11 @@ def same(buf, a, b, word):
 
 @njit
 def string(buf, i, end):
-    """End (after the closing quote) of the plain string literal at ``i``, or -1: not a
-    string, an escape, a control character, invalid UTF-8 or no closing quote."""
+    """Return the end (after the closing quote) of the plain string literal at ``i``.
+
+    -1 if it is not one: not a string, an escape, a control character, invalid UTF-8 or no
+    closing quote.
+    """
     if i >= end or buf[i] != 34:
         return -1
     j = i + 1
@@ -118,6 +125,7 @@ def scalar(buf, i, end):
 
 @njit
 def mix(h1, h2, buf, i, j):
+    """Extend the 128-bit hash (h1, h2) with ``buf[i:j]``."""
     for k in range(i, j):
         b = np.uint64(buf[k])
         h1 = (h1 ^ b) * _FNV
@@ -138,7 +146,7 @@ def after(buf, i, end, close):
 
 @njit
 def tags(buf, i, end):
-    """The tags object at ``i``: (end or -1, site span, device span; -1 where absent)."""
+    """Read the tags object at ``i``: (end or -1, site span, device span; -1 where absent)."""
     s0 = s1 = d0 = d1 = -1
     i = ws(buf, i + 1, end)
     if i < end and buf[i] == 125:
@@ -170,8 +178,10 @@ def tags(buf, i, end):
 
 @njit
 def fields(buf, i, end, f):
-    """The fields object at ``i``, appended to ``f``: end, or -1 if any field is not a plain
-    number under a plain, unrepeated key."""
+    """Read the fields object at ``i`` into ``f``: its end, or -1.
+
+    -1 if any field is not a plain number under a plain, unrepeated key.
+    """
     f_key0, f_key1, f_v0, f_v1, f_val, f_slow, f_kh, n = f
     first = n[0]
     i = ws(buf, i + 1, end)
@@ -218,8 +228,11 @@ def fields(buf, i, end, f):
 
 @njit
 def timestamp(buf, i, end, mult, lo_ns, hi_ns):
-    """(end or -1, time [ns]) of the numeric timestamp at ``i`` in units of ``mult`` ns,
-    computed as the Python decoder does; -1 also when it is outside [lo_ns, hi_ns)."""
+    """Read the numeric timestamp at ``i``: (end or -1, time [ns]).
+
+    In units of ``mult`` ns, computed as the Python decoder does; -1 also when it is
+    outside [lo_ns, hi_ns).
+    """
     j, is_int = number(buf, i, end)
     if j < 0:
         return -1, 0

@@ -78,7 +78,7 @@ class KeyTable:
         self.n += _insert(self.h1, self.h2, self.v, h1, h2, values.astype(np.int32))
 
     def reason_code(self, reason: str) -> int:
-        """The negative value standing for ``reason``."""
+        """Return the negative value standing for ``reason``."""
         try:
             k = self.reasons.index(reason)
         except ValueError:

@@ -100,8 +100,11 @@ def parse_time(buf, a, b):
 
 @njit
 def parse_float(buf, a, b):
-    """(status, value) of a decimal float: 0 exact, 1 valid but needs a correctly rounded
-    conversion outside (many digits or a large exponent), 2 invalid, 3 hexadecimal."""
+    """Parse a decimal float: (status, value).
+
+    Status 0 exact, 1 valid but needs a correctly rounded conversion outside (many digits
+    or a large exponent), 2 invalid, 3 hexadecimal.
+    """
     neg = buf[a] == 45
     k = a + 1 if neg or buf[a] == 43 else a
     if k + 1 < b and buf[k] == 48 and (buf[k + 1] | 32) == 120:

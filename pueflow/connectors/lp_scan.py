@@ -212,8 +212,11 @@ def _fields(buf, i, end, line, h1, h2, f):
 
 @njit
 def _head(buf, i, end):
-    """Measurement and tags from ``i``: (code, error offset, stop, measurement end,
-    head end, fields start, key span, value span)."""
+    """Read the measurement and tags from ``i``.
+
+    Returns (code, error offset, stop, measurement end, head end, fields start, key span,
+    value span).
+    """
     m0 = i
     i, ok = _take_esc(buf, i, end, MEAS, ESC_MEAS)
     if not ok:
@@ -258,8 +261,10 @@ def _head(buf, i, end):
 
 @njit
 def _time(buf, i, end):
-    """(code, offset, stop, token end, has time, time [unit]) of the time section at ``i``;
-    a bad number is found after the line's end is consumed (as the reference does)."""
+    """Read the time section at ``i``: (code, offset, stop, token end, has time, time [unit]).
+
+    A bad number is found after the line's end is consumed (as the reference does).
+    """
     j = _take(buf, i, end, TIME)
     if j < end and not (buf[j] == 32 or buf[j] == 10 or buf[j] == 13):
         k = _take(buf, j, end, NOT_EOL)

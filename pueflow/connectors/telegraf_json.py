@@ -1,5 +1,7 @@
-"""Telegraf's JSON serializer format: decoding and encoding, and the one JSON envelope
-(``{"name", "tags", "fields", "timestamp"}``) every pueflow JSON writer uses.
+"""Telegraf's JSON serializer format: decoding and encoding.
+
+Also the one JSON envelope (``{"name", "tags", "fields", "timestamp"}``) every pueflow JSON
+writer uses.
 
 Timestamps are numbers in the configured unit (Telegraf's ``json_timestamp_units``: any
 power of ten of ns, ``1s`` by default, e.g. ``10ms``) or RFC 3339 strings
@@ -99,8 +101,11 @@ def decode_json(payloads: list[bytes], registry: Registry, timestamp_unit: str =
 
 
 def _round_floats(buf: np.ndarray, ok: np.ndarray, fld: tuple) -> None:
-    """Correctly rounded values of the floats the scan left; a payload with a float out of
-    range goes to the Python decoder (which refuses it with the reason)."""
+    """Set correctly rounded values of the floats the scan left.
+
+    A payload with a float out of range goes to the Python decoder (which refuses it with
+    the reason).
+    """
     value, slow, v0, v1 = fld[4], fld[5], fld[8], fld[9]
     for k in np.flatnonzero(slow).tolist():
         v = float(buf[v0[k]:v1[k]].tobytes())
@@ -143,16 +148,21 @@ def _table(registry: Registry) -> KeyTable:
 
 
 def envelope(name: pl.Expr, tags: pl.Expr, fields: pl.Expr, timestamp: pl.Expr) -> pl.Expr:
-    """One Telegraf JSON metric per row, from its JSON pieces: ``name`` a JSON string,
-    ``tags`` and ``fields`` the members inside their braces, ``timestamp`` a JSON number."""
+    """Build one Telegraf JSON metric per row from its JSON pieces.
+
+    ``name`` a JSON string, ``tags`` and ``fields`` the members inside their braces,
+    ``timestamp`` a JSON number.
+    """
     return pl.concat_str(pl.lit('{"name":'), name, pl.lit(',"tags":{'), tags,
                          pl.lit('},"fields":{'), fields, pl.lit('},"timestamp":'), timestamp,
                          pl.lit("}"))
 
 
 def quoted(expr: pl.Expr) -> pl.Expr:
-    """JSON string literals of ``expr`` cast to text (each distinct value quoted once);
-    nulls stay null."""
+    """Quote ``expr`` cast to text as JSON string literals; nulls stay null.
+
+    Each distinct value is quoted once.
+    """
     def quote(s: pl.Series) -> pl.Series:
         u = s.drop_nulls().unique()
         return s.replace_strict(u, [jstr(x) for x in u.to_list()], default=None,
@@ -161,8 +171,11 @@ def quoted(expr: pl.Expr) -> pl.Expr:
 
 
 def member(key: str, col: str, dtype: pl.DataType) -> pl.Expr | None:
-    """``"key":value`` of column ``col`` as JSON text; null where the value is null or not
-    finite (Telegraf leaves those fields out); None for a type JSON fields cannot hold."""
+    """Build ``"key":value`` of column ``col`` as JSON text.
+
+    Null where the value is null or not finite (Telegraf leaves those fields out); None for
+    a type JSON fields cannot hold.
+    """
     c = pl.col(col)
     head = pl.lit(jstr(key) + ":")
     if dtype.is_float():

@@ -1,5 +1,7 @@
-"""What the wire decoders share: the :class:`Decoded` result, timestamp units, the range of
-event times pueflow accepts, and the final accounting of every payload.
+"""What the wire decoders share.
+
+The :class:`Decoded` result, timestamp units, the range of event times pueflow accepts, and
+the final accounting of every payload.
 
 A series is (tag ``site``, tag ``device`` or else the measurement name, field name). Every
 payload yields readings, an error, or both; nothing is dropped silently. Unknown series
