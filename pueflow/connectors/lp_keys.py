@@ -1,4 +1,4 @@
-"""Series ids of line-protocol fields by the 128-bit hash of their raw name bytes.
+"""Series ids of scanned fields (line protocol and JSON) by the 128-bit hash of their raw name bytes.
 
 An open-addressing table (two uint64 hash halves -> int32 value) lives in numpy arrays so a
 numba kernel looks up a whole poll at once; Python only resolves hashes not seen before. A

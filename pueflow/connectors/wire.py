@@ -4,8 +4,9 @@ Decoders turn a list of message payloads into one :class:`Decoded` (a columnar
 :class:`~pueflow.schema.batch.Batch` plus, for each reading, the payload it came from and
 a list of per-payload problems); encoders produce the same formats from the canonical long
 form (time, site, device, point, value). This module gathers the public names; the work is
-done in :mod:`.telegraf_json`, :mod:`.line_protocol` (with its scan kernel :mod:`.lp_scan`),
-:mod:`.lp_escape` and :mod:`.wire_base`.
+done in :mod:`.telegraf_json` (numba scan :mod:`.json_scan`, Python path :mod:`.json_python`),
+:mod:`.line_protocol` (with its scan kernel :mod:`.lp_scan`), :mod:`.lp_escape` and
+:mod:`.wire_base`; both scans map series by hash through :mod:`.lp_keys`.
 """
 
 from __future__ import annotations
