@@ -24,6 +24,7 @@ from pueflow.config.base import Model, duration_str
 from pueflow.config.dispatch import DispatchSpec
 from pueflow.config.plant import PlantSpec
 from pueflow.config.routing import RoutingConfig
+from pueflow.config.time_units import unit_ns
 from pueflow.config.tune import TuneSpec
 from pueflow.config.zones import base_bucket_ns, window_zone_problem
 from pueflow.roles import ALL_ROLES
@@ -221,7 +222,7 @@ class KafkaConfig(Model):
     topics: list[str] = Field(default_factory=lambda: ["telemetry"])
     group_id: str = "pueflow"
     format: Literal["json", "line"] = "json"
-    timestamp_unit: Literal["s", "ms", "us", "ns"] = "s"
+    timestamp_unit: str = "s"
     dlq_topic: str = "telemetry.dlq"
     setpoint_topic: str = "pueflow.setpoints"
     state_topic: str = "pueflow.state"
@@ -233,6 +234,12 @@ class KafkaConfig(Model):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     max_poll_records: int = Field(5000, gt=0)
+
+    @field_validator("timestamp_unit")
+    @classmethod
+    def _unit(cls, v: str) -> str:
+        unit_ns(v)  # the decoders' own check: its error names the value and the forms
+        return v.strip()
 
 
 

@@ -69,6 +69,7 @@ _SYNTAX = {
     S.E_AFTER_FIELD: "unexpected character after a field value",
     S.E_TS_EXTRA: "unexpected text after the timestamp",
 }
+_STR_EOF = _SYNTAX[S.E_STR_EOF]
 _SHAPE = "expected 'measurement,site=…,device=… field=value,… timestamp_ns'"
 
 
@@ -80,8 +81,10 @@ def _table(registry: Registry) -> KeyTable:
 
 
 def parse_head(head: str, meas_len: int) -> tuple[str, str] | str:
-    """(site, device) of a line's measurement and tags (raw, as scanned), or the reason
-    it names no series. ``meas_len`` is the raw measurement's length [characters]."""
+    """Return (site, device) of a line's raw measurement and tags, or why it names no series.
+
+    ``meas_len`` is the raw measurement's length [characters].
+    """
     meas = unescape_measurement(head[:meas_len])
     tags: dict[str, str] = {}
     rest = head[meas_len + 1:]
@@ -163,8 +166,10 @@ def _resolve(buf: np.ndarray, rec: tuple, fld: tuple, idx: np.ndarray, table: Ke
 
 
 def _decode(buf: np.ndarray, ends: np.ndarray, registry: Registry, mult: int):
-    """Scan, convert, resolve names: (records, fields, reading field indices, errors as
-    (record, reason))."""
+    """Scan, convert, resolve names.
+
+    Returns (records, fields, reading field indices, errors as (record, reason)).
+    """
     rec, fld = S.scan(buf, ends, mult, MIN_TIME_NS, MAX_TIME_NS)
     bad = rec[5] != S.OK
     reasons: dict[int, str] = {int(r): _reason(buf, int(rec[5][r]), rec, r, mult)
@@ -231,9 +236,11 @@ def decode_line(payloads: list[bytes], registry: Registry, precision: str = "ns"
 
 
 def decode_line_text(text: str | bytes, registry: Registry, precision: str = "ns") -> Decoded:
-    """Decode line protocol text (or its UTF-8 bytes) where each line is its own record
-    (``origin`` = 0-based index of the line a record starts on; for files). Blank and
-    comment lines yield nothing and no error."""
+    """Decode line protocol text (or its UTF-8 bytes) where each line is its own record.
+
+    ``origin`` is the 0-based index of the line a record starts on (for files). Blank and
+    comment lines yield nothing and no error.
+    """
     data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
     buf = np.frombuffer(data, np.uint8)
     rec, fld, fields, sid, rec_errors = _decode(buf, np.array([len(buf)], np.int64),
@@ -244,9 +251,44 @@ def decode_line_text(text: str | bytes, registry: Registry, precision: str = "ns
     return finish(None, rec[8][r], sid, fld[6][fields], line[r], errors, registry)
 
 
+def decode_line_chunk(data: bytes, registry: Registry, final: bool,
+                      precision: str = "ns") -> tuple[Decoded, int]:
+    """Decode a chunk of a line-protocol file, leaving a record cut by the chunk's end.
+
+    A string field may hold raw newlines, so a chunk read line by line can end inside a
+    record. Unless ``final``, a last record whose string runs into the end of ``data`` is
+    not decoded; the caller carries ``data[used:]`` over to the front of the next chunk.
+
+    Parameters
+    ----------
+    data : bytes
+        Whole lines of the file (plus what the previous chunk left).
+    registry : Registry
+        Assigns series ids.
+    final : bool
+        No more input follows (or the carried text grew too long): decode everything.
+    precision : str
+        Timestamp unit, as for :func:`decode_line`.
+
+    Returns
+    -------
+    (Decoded, int)
+        As :func:`decode_line_text` (``origin`` and error indices are lines of ``data``),
+        and the number of bytes of ``data`` decoded [bytes].
+    """
+    dec = decode_line_text(data, registry, precision)
+    if final or not dec.errors or _STR_EOF not in dec.errors[-1][1]:
+        return dec, len(data)
+    line = dec.errors[-1][0]  # an unclosed string can only be the last record's
+    start = int(np.flatnonzero(np.frombuffer(data, np.uint8) == 10)[line - 1]) + 1 if line else 0
+    return decode_line_text(data[:start], registry, precision), start
+
+
 def parse_records(data: bytes, precision: str = "ns") -> list[tuple | str]:
-    """Every record of ``data`` as the reference decoder reads it, without pueflow's rules
-    (no ``site`` needed, any time, no timestamp allowed): for tests and diagnostics.
+    """Read every record of ``data`` as the reference decoder reads it.
+
+    Without pueflow's rules (no ``site`` needed, any time, no timestamp allowed): for tests
+    and diagnostics.
 
     Returns
     -------
@@ -287,8 +329,11 @@ def parse_records(data: bytes, precision: str = "ns") -> list[tuple | str]:
 
 
 def parse_line(line: str) -> tuple[str, str, list[tuple[str, float | str]], int] | str:
-    """Parse one line: (site, device, [(field, value or reason)], time_ns), or the reason
-    the line is unusable (the single-line view of :func:`decode_line`)."""
+    """Parse one line: (site, device, [(field, value or reason)], time_ns), or why not.
+
+    The reason the line is unusable is returned instead (the single-line view of
+    :func:`decode_line`).
+    """
     buf = np.frombuffer(line.encode("utf-8", "surrogateescape"), np.uint8)
     rec, fld = S.scan(buf, np.array([len(buf)], np.int64), 1, MIN_TIME_NS, MAX_TIME_NS)
     if not len(rec[0]):

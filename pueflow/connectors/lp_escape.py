@@ -1,4 +1,4 @@
-"""Line-protocol escaping, written once: the encoders, the InfluxDB sink and the decoder's
+r"""Line-protocol escaping, written once: the encoders, the InfluxDB sink and the decoder's
 name resolution all use it.
 
 The rules are the reference decoder's (influxdata/line-protocol): a measurement escapes
@@ -64,7 +64,7 @@ def unescape_measurement(s: str) -> str:
 
 
 def unescape_string(s: str) -> str:
-    """A string field value's body as the reference decodes it (``\\n`` is a newline)."""
+    r"""A string field value's body as the reference decodes it (``\\n`` is a newline)."""
     return _STR_ESC.sub(lambda m: _STR_MAP[m[1]], s) if "\\" in s else s
 
 

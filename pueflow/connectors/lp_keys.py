@@ -1,4 +1,4 @@
-"""Series ids of line-protocol fields by the 128-bit hash of their raw name bytes.
+"""Series ids of scanned fields (line protocol and JSON) by the 128-bit hash of their raw name bytes.
 
 An open-addressing table (two uint64 hash halves -> int32 value) lives in numpy arrays so a
 numba kernel looks up a whole poll at once; Python only resolves hashes not seen before. A
@@ -78,7 +78,7 @@ class KeyTable:
         self.n += _insert(self.h1, self.h2, self.v, h1, h2, values.astype(np.int32))
 
     def reason_code(self, reason: str) -> int:
-        """The negative value standing for ``reason``."""
+        """Return the negative value standing for ``reason``."""
         try:
             k = self.reasons.index(reason)
         except ValueError:

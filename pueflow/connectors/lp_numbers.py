@@ -67,7 +67,7 @@ def parse_int(buf, a, b, signed):
     limit = _U64_MAX if not signed else (_I64_MAX + np.uint64(neg))
     x = np.uint64(0)
     for k in range(a, b):
-        d = buf[k] - 48
+        d = np.int64(buf[k]) - 48
         if d < 0 or d > 9:
             return False, False, 0.0
         if x > (limit - np.uint64(d)) // np.uint64(10):
@@ -87,7 +87,7 @@ def parse_time(buf, a, b):
     limit = _I64_MAX + np.uint64(neg)
     x = np.uint64(0)
     for m in range(k, b):
-        d = buf[m] - 48
+        d = np.int64(buf[m]) - 48
         if d < 0 or d > 9:
             return 1, 0
         if x > (limit - np.uint64(d)) // np.uint64(10):
@@ -100,8 +100,11 @@ def parse_time(buf, a, b):
 
 @njit
 def parse_float(buf, a, b):
-    """(status, value) of a decimal float: 0 exact, 1 valid but needs a correctly rounded
-    conversion outside (many digits or a large exponent), 2 invalid, 3 hexadecimal."""
+    """Parse a decimal float: (status, value).
+
+    Status 0 exact, 1 valid but needs a correctly rounded conversion outside (many digits
+    or a large exponent), 2 invalid, 3 hexadecimal.
+    """
     neg = buf[a] == 45
     k = a + 1 if neg or buf[a] == 43 else a
     if k + 1 < b and buf[k] == 48 and (buf[k + 1] | 32) == 120:
@@ -119,7 +122,7 @@ def parse_float(buf, a, b):
         elif 48 <= c <= 57:
             seen = True
             if nd < 19 and (nd > 0 or c != 48):
-                mant = mant * np.uint64(10) + np.uint64(c - 48)
+                mant = mant * np.uint64(10) + np.uint64(np.int64(c) - 48)
                 nd += 1
                 e10 -= dot
             elif nd >= 19:
@@ -143,7 +146,7 @@ def parse_float(buf, a, b):
             return 2, 0.0
         x = 0
         while k < b:
-            d = buf[k] - 48
+            d = np.int64(buf[k]) - 48
             if d < 0 or d > 9:
                 return 2, 0.0
             x = min(x * 10 + d, 100_000)

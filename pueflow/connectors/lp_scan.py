@@ -212,8 +212,11 @@ def _fields(buf, i, end, line, h1, h2, f):
 
 @njit
 def _head(buf, i, end):
-    """Measurement and tags from ``i``: (code, error offset, stop, measurement end,
-    head end, fields start, key span, value span)."""
+    """Read the measurement and tags from ``i``.
+
+    Returns (code, error offset, stop, measurement end, head end, fields start, key span,
+    value span).
+    """
     m0 = i
     i, ok = _take_esc(buf, i, end, MEAS, ESC_MEAS)
     if not ok:
@@ -258,8 +261,10 @@ def _head(buf, i, end):
 
 @njit
 def _time(buf, i, end):
-    """(code, offset, stop, token end, has time, time [unit]) of the time section at ``i``;
-    a bad number is found after the line's end is consumed (as the reference does)."""
+    """Read the time section at ``i``: (code, offset, stop, token end, has time, time [unit]).
+
+    A bad number is found after the line's end is consumed (as the reference does).
+    """
     j = _take(buf, i, end, TIME)
     if j < end and not (buf[j] == 32 or buf[j] == 10 or buf[j] == 13):
         k = _take(buf, j, end, NOT_EOL)
@@ -287,8 +292,7 @@ def _to_newline(buf, i, end):
     return min(i + 1, end)
 
 
-@njit
-def scan(buf, ends, mult, lo_ns, hi_ns):
+def scan(buf: np.ndarray, ends: np.ndarray, mult: int, lo_ns: int, hi_ns: int) -> tuple:
     """Scan ``buf`` (payloads back to back, payload k ending at ``ends[k]``).
 
     Parameters
@@ -309,6 +313,13 @@ def scan(buf, ends, mult, lo_ns, hi_ns):
     fields : tuple of arrays
         record, key span, value span, kind, value, needs slow conversion, hash (2 x uint64).
     """
+    # the hashes wrap modulo 2**64 by design; numpy scalars (NUMBA_DISABLE_JIT=1) warn on it
+    with np.errstate(over="ignore"):
+        return _scan(buf, ends, mult, lo_ns, hi_ns)
+
+
+@njit
+def _scan(buf, ends, mult, lo_ns, hi_ns):
     n_nl = 0
     n_eq = 0
     for c in buf:

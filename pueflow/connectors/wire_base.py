@@ -1,5 +1,7 @@
-"""What the wire decoders share: the :class:`Decoded` result, timestamp units, the range of
-event times pueflow accepts, and the final accounting of every payload.
+"""What the wire decoders share.
+
+The :class:`Decoded` result, timestamp units, the range of event times pueflow accepts, and
+the final accounting of every payload.
 
 A series is (tag ``site``, tag ``device`` or else the measurement name, field name). Every
 payload yields readings, an error, or both; nothing is dropped silently. Unknown series
@@ -9,22 +11,21 @@ still get an id (the pipeline reports them, not the decoder). The registry's per
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pueflow.config.time_units import UNIT_NS, unit_name, unit_ns
 from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
     from pueflow.schema.registry import Registry
 
-UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
-_DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9,
-                "m": 60 * 10**9, "h": 3600 * 10**9}
-_DURATION = re.compile(r"(\d+)?(ns|us|µs|μs|ms|s|m|h)")
+__all__ = ["MAX_TIME_NS", "MIN_TIME_NS", "UNIT_NS", "Decoded", "finish", "time_range_reason",
+           "unit_name", "unit_ns"]
+
 #: Event times outside [MIN_TIME_NS, MAX_TIME_NS) are refused at decoding: before 1970 is
 #: never telemetry, and a year short of int64's end (2262-04-11) keeps every window, grace
 #: and lateness sum far from overflow.
@@ -56,45 +57,6 @@ class Decoded:
     def empty(cls) -> Decoded:
         """No readings, no errors."""
         return cls(Batch.empty(), np.empty(0, np.int32), [])
-
-
-def unit_ns(timestamp_unit: str) -> int:
-    """Nanoseconds in one ``timestamp_unit``.
-
-    Parameters
-    ----------
-    timestamp_unit : str
-        ``s``, ``ms``, ``us``, ``ns``, or a Telegraf ``json_timestamp_units`` duration such
-        as ``1s``, ``10ms``, ``100us``, ``1µs``. Like Telegraf, a duration is truncated to a
-        power of ten nanoseconds (``15ms`` -> ``10ms``).
-
-    Returns
-    -------
-    int
-        The unit [ns].
-
-    Raises
-    ------
-    ValueError
-        Not a duration.
-    """
-    if timestamp_unit in UNIT_NS:
-        return UNIT_NS[timestamp_unit]
-    m = _DURATION.fullmatch(timestamp_unit.strip()) if isinstance(timestamp_unit, str) else None
-    if m is None or (m[1] is not None and int(m[1]) == 0):
-        msg = (f"timestamp unit {timestamp_unit!r} is not one of {sorted(UNIT_NS)} or a "
-               "duration such as '10ms' (Telegraf's json_timestamp_units)")
-        raise ValueError(msg)
-    ns = int(m[1] or 1) * _DURATION_NS[m[2]]
-    return 10 ** (len(str(ns)) - 1)
-
-
-def unit_name(mult: int) -> str:
-    """Short name of a unit of ``mult`` ns (``s``, ``10ms``, ...)."""
-    for name, ns in (("s", 10**9), ("ms", 10**6), ("us", 10**3), ("ns", 1)):
-        if mult >= ns and mult % ns == 0:
-            return name if mult == ns else f"{mult // ns}{name}"
-    return f"{mult}ns"
 
 
 def time_range_reason(t_ns: int, shown: str, mult: int) -> str:

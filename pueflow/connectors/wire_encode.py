@@ -33,7 +33,8 @@ def escaped(col: str, escape: Callable[[str], str]) -> pl.Expr:
 
 def _runs(df: pl.DataFrame) -> pl.Expr:
     """Run number of consecutive rows sharing (time, site, device): a snapshot is a run, so
-    encoding never reorders readings (a late reading stays late on the wire)."""
+    encoding never reorders readings (a late reading stays late on the wire).
+    """
     changed = pl.lit(False)
     for c in _GROUP:
         changed = changed | (pl.col(c) != pl.col(c).shift()).fill_null(True)
@@ -42,7 +43,8 @@ def _runs(df: pl.DataFrame) -> pl.Expr:
 
 def snapshots(df: pl.DataFrame, field: pl.Expr) -> pl.DataFrame | None:
     """One row per run of (time, site, device) in arrival order with its fields joined by
-    commas, or None when a snapshot repeats a point (then the Python path keeps it)."""
+    commas, or None when a snapshot repeats a point (then the Python path keeps it).
+    """
     g = (df.with_columns(field.alias("f"), _runs(df).alias("_run"))
          .group_by("_run", maintain_order=True)
          .agg(*[pl.col(c).first() for c in _GROUP], pl.col("f").str.join(","),
@@ -52,7 +54,8 @@ def snapshots(df: pl.DataFrame, field: pl.Expr) -> pl.DataFrame | None:
 
 def metric_groups(df: pl.DataFrame):  # noqa: ANN201 - a generator of tuples
     """(time_ns, site, device, fields) per snapshot in arrival order; a repeated point or a
-    change of (time, site, device) starts a new metric."""
+    change of (time, site, device) starts a new metric.
+    """
     t, sites, devs = df["t"].to_list(), df["site"].to_list(), df["device"].to_list()
     points, values = df["point"].to_list(), df["value"].to_list()
     key = None

@@ -44,11 +44,11 @@ import numpy as np
 from pueflow.optimizers import plant
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.horizon import Problem
+from pueflow.optimizers.lp_loops import MW, loop_pattern
 
 INF = np.inf
 #: Tiny per-°C cost so that ties in supply temperature resolve to the cooler, safer side.
 SUPPLY_TIEBREAK = 1e-4
-MW = 1e-3  # kW -> MW
 #: Cost of each kWh outside the SoC band, per hour, in multiples of the highest price.
 BAND_PENALTY = 10.0
 
@@ -192,41 +192,7 @@ class SiteLP:
                 # work in window slot s: dt x rate slope where step t belongs to s, else 0
                 put(dl + ss, x + st, 0.0, f"dl_x{j}_{k}")
             put(dl + np.arange(ns), u + np.arange(ns), 1.0)
-        for c, lp in enumerate(m.loops):
-            T, q = col[f"T{c}"], col[f"q{c}"]
-            put(b + t, q + t, -1.0)
-            kk = np.repeat(np.arange(self.k), n)
-            tt = np.tile(t, self.k)
-            pr = row[f"pl{c}"] + kk * n + tt
-            put(pr, q + tt, 1.0)
-            put(pr, T + tt, 0.0, f"pl_T{c}")
-            for j, job in enumerate(m.jobs):
-                if job.heat_share[c] > 0:
-                    for k, x in enumerate(self.segments(j)):
-                        put(pr, x + tt, 0.0, f"pl_x{c}_{j}_{k}")
-            put(row[f"tr{c}"] + t, T + t, 1.0)
-            put(row[f"tr{c}"] + t1, T + t1 - 1, -1.0)
-            ub = row[f"ub{c}"]
-            put(ub + t, q + t, 1.0)
-            put(ub + t, T + t, 0.0, f"ub_T{c}")
-            for j, job in enumerate(m.jobs):
-                if job.heat_share[c] > 0:
-                    for k, x in enumerate(self.segments(j)):
-                        put(ub + t, x + t, 0.0, f"ub_x{c}_{j}_{k}")
-            ch = row[f"chip{c}"]
-            put(ch + t, T + t, 1.0)
-            for j, job in enumerate(m.jobs):
-                if job.heat_share[c] > 0:
-                    for x in self.segments(j):
-                        put(ch + t, x + t, lp.rho_c_per_kw / MW * job.heat_share[c])
-            if not lp.chiller:
-                fr = row[f"fc{c}"]
-                itd = (lp.params[plant.P_DT] + lp.params[plant.P_APPROACH]) / lp.params[plant.P_HEAT]
-                put(fr + t, T + t, 1.0)
-                for j, job in enumerate(m.jobs):
-                    if job.heat_share[c] > 0:
-                        for x in self.segments(j):
-                            put(fr + t, x + t, -itd / MW * job.heat_share[c])
+        loop_pattern(self, put, b, t, t1)
         if self.has_demand:
             nb = self.bill_slots
             pi = row["pimp"]

@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from pueflow.config.load import load_config
-from pueflow.connectors.line_protocol import decode_line, parse_records
+from pueflow.connectors.line_protocol import (
+    decode_line,
+    decode_line_chunk,
+    decode_line_text,
+    parse_records,
+)
 from pueflow.connectors.wire_base import MAX_TIME_NS, MIN_TIME_NS
 from pueflow.schema.registry import Registry
 
@@ -173,3 +178,37 @@ def test_precision_multiplies_and_overflow_is_refused(reg):
     assert dec.batch.time_ns.tolist() == [1257894000 * 10**9]
     assert dec.errors[0][0] == 1
     assert "out of range" in dec.errors[0][1]
+
+
+def _chunked(data: bytes, reg, lines_per_chunk: int):
+    """What a file reader gets, chunk by chunk, carrying a cut record over."""
+    lines = data.splitlines(keepends=True)
+    rows, errors, carry, base = [], [], b"", 0
+    for k in range(0, len(lines) + lines_per_chunk, lines_per_chunk):  # the last one empty
+        part = b"".join(lines[k:k + lines_per_chunk])
+        chunk = carry + part
+        dec, used = decode_line_chunk(chunk, reg, final=not part)
+        rows += [(int(t), int(s), float(v)) for t, s, v in
+                 zip(dec.batch.time_ns, dec.batch.series, dec.batch.value, strict=True)]
+        errors += [(base + i, why) for i, why in dec.errors]
+        base += chunk.count(b"\n", 0, used)
+        carry = chunk[used:]
+    return rows, errors
+
+
+def test_a_string_with_a_raw_newline_across_chunks_is_one_record(reg):
+    """Telegraf writes newlines in string fields raw; a chunk boundary inside one must not
+    make two bad lines of the record."""
+    data = (b"cpu,site=s1 v=1 1257894000000000000\n"
+            b'cpu,site=s1 note="line one\nline two\nline three",v=2 1257894000000000001\n'
+            b"cpu,site=s1 v=3 1257894000000000002\n"
+            b'cpu,site=s1 note="never closed,v=4 1257894000000000003\n'
+            b"cpu,site=s1 v=5 1257894000000000004\n")
+    whole = decode_line_text(data, reg)
+    want_rows = [(int(t), int(s), float(v)) for t, s, v in
+                 zip(whole.batch.time_ns, whole.batch.series, whole.batch.value, strict=True)]
+    assert [v for *_, v in want_rows] == [1.0, 2.0, 3.0]  # the unclosed one eats the rest
+    for n in range(1, 8):
+        rows, errors = _chunked(data, reg, n)
+        assert rows == want_rows, n
+        assert errors == whole.errors, n
