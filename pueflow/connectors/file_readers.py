@@ -29,9 +29,12 @@ from pueflow.connectors.file_arrow import (
     missing_message,
     to_batch,
 )
-from pueflow.connectors.wire import decode_json, decode_line_text, unit_ns
+from pueflow.connectors.wire import decode_json, decode_line_chunk, unit_ns
 from pueflow.exceptions import InputFormatError
 from pueflow.schema.batch import Batch
+
+#: longest record carried between chunks before it is decoded (and refused) as it is
+_CARRY_MAX = 64 << 20
 
 T = TypeVar("T")
 
@@ -298,10 +301,22 @@ def _read_jsonl(path: Path, ctx: Ctx, hive: dict[str, str]):
 
 
 def _read_lp(path: Path, ctx: Ctx, hive: dict[str, str]):
-    def decode(lines: list[bytes]) -> tuple:
-        d = decode_line_text(b"".join(lines), ctx.registry)  # UTF-8 is checked per token
-        return d.batch, d.origin, d.errors
-    yield from _read_lines(path, ctx, decode)
+    # a record whose string field holds a raw newline may straddle two chunks: the decoder
+    # stops before it and the rest of the chunk is carried into the next one
+    f, raw = _open_binary(path)
+    line_no, carry = 0, b""
+    with f, raw:
+        while True:
+            lines = list(islice(f, ctx.chunk_rows))
+            data = carry + b"".join(lines)
+            if not data:
+                return
+            d, used = decode_line_chunk(data, ctx.registry, not lines or len(carry) > _CARRY_MAX)
+            carry = data[used:]
+            n = data.count(b"\n", 0, used) + (0 < used == len(data) and not data.endswith(b"\n"))
+            yield (ctx.window(d.batch), n, raw.tell(),
+                   [(line_no + i + 1, why) for i, why in d.errors])
+            line_no += n
 
 
 READERS = {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl, "lp": _read_lp}

@@ -361,3 +361,22 @@ def test_read_ahead_keeps_order_raises_in_order_and_stops_when_closed():
     assert len(produced) == n <= 3
     assert not any(t.name == "pueflow-read-ahead" for t in threading.enumerate())
 
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 100])
+def test_lp_record_with_a_raw_newline_across_chunks_reads_as_one(tmp_path, reg, chunk_rows):
+    """Telegraf writes newlines in string fields raw: wherever the file is cut into chunks,
+    the record keeps its numeric fields and the line numbers of later errors stay right."""
+    t = 1_782_864_000 * 10**9
+    text = (f"m,site=tetouan-1,device=pdu-1 power_kw=1 {t}\n"
+            f'm,site=tetouan-1,device=pdu-1 note="one\ntwo\nthree",power_kw=2 {t + 10**10}\n'
+            f"m,site=tetouan-1,device=pdu-1 power_kw=3 {t + 2 * 10**10}\n"
+            f"m,site=tetouan-1,device=pdu-1 power_kw=oops {t + 3 * 10**10}\n"
+            f"m,site=tetouan-1,device=pdu-1 power_kw=5 {t + 4 * 10**10}\n")
+    path = tmp_path / "t.lp"
+    path.write_text(text)
+    chunks = list(iter_file(path, reg, chunk_rows=chunk_rows))
+    values = [v for c in chunks for v in c.batch.value.tolist()]
+    errors = [(r, why) for c in chunks for r, why in c.errors]
+    assert values == [1.0, 2.0, 3.0, 5.0]
+    assert [r for r, why in errors if "string" not in why] == [6]  # the file's 6th line
