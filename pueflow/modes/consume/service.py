@@ -109,8 +109,9 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
     max_message_bytes : int
         Larger records go to the dead-letter topic undecoded.
     dispatch : {"mpc", "rule"}, optional
-        Also compute dispatch setpoints (a fresh dispatcher per assignment; its state is not
-        part of the checkpoint yet, so after a move it re-learns from new windows).
+        Also compute dispatch setpoints. The dispatcher's state (input history, carried plant
+        estimate, last LP basis) is checkpointed with its partition's sites, so a restarted
+        or rebalanced consumer publishes the same setpoints as an uninterrupted one.
     idle_clock : callable
         Seconds clock of the quiet-feed rule (tests advance it by hand).
     """
