@@ -69,6 +69,8 @@ class CheckpointMixin:
         t0 = time.monotonic()
         self._flush_sinks()
         self.dlq.flush()
+        if self.kpi_out is not None:
+            self.kpi_out.flush()
         commits = {}
         for tp, part in self.owned.items():
             if not part.dirty or part.next_offset is None:

@@ -8,6 +8,8 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import orjson
+import polars as pl
 
 from pueflow.pipeline.core import NO_TIME
 from pueflow.schema.rows import Output
@@ -112,7 +114,10 @@ class RecordsMixin:
         self.stats.dlq += 1
 
     def _emit(self, out: Output, now: float) -> None:
-        if out.fleet is not None and not self._owns_everything():
+        if self.kpi_out is not None:
+            self._publish_kpi()
+            out.fleet = None  # the aggregate stage writes fleet rows from the KPI topic
+        elif out.fleet is not None and not self._owns_everything():
             out.fleet = None  # a fleet aggregate needs every site; a partial one would overwrite
         frames = out.frames()
         if not frames:
@@ -125,6 +130,18 @@ class RecordsMixin:
             self._emits.append((now, out.kpi.height))
         if self._unflushed_since is None:
             self._unflushed_since = now
+
+    def _publish_kpi(self) -> None:
+        """Send every site window closed since the last call to the KPI topic, keyed by site."""
+        fleet = self.pipeline.fleet
+        fleet.pending.clear()
+        if not fleet.tap:
+            return
+        df = pl.concat(fleet.tap)
+        fleet.tap.clear()
+        for r in df.iter_rows(named=True):
+            self.kpi_out.send_value(orjson.dumps({**r, "run": self.run_tag}), r["site"].encode())
+        self.metrics.rows_out.labels("kpi_topic").inc(df.height)
 
     def _owns_everything(self) -> bool:
         if self._n_topic_parts is None:
