@@ -187,6 +187,9 @@ class KafkaConfig(Model):
     #: ``pueflow aggregate``; None: consume writes fleet rows itself when it owns every partition
     kpi_topic: str | None = None
     aggregate_group_id: str = "pueflow.aggregate"
+    #: where the KPI topic and its aggregator live; sites of other jurisdictions may publish
+    #: to it only windows the routing rules let cross (check-config refuses otherwise)
+    kpi_topic_jurisdiction: str | None = None
     #: event time past a fleet window's end after which it closes with the sites that reported
     kpi_deadline: str = "5m"
     #: how long after its window's end a site's row still restates a closed fleet window

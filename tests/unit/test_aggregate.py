@@ -35,7 +35,9 @@ def config(kpi_topic: str | None = "kpi") -> object:
                    "longitude": -5.0, "it_capacity_kw": 5000, "meters": meters} for s in SITES],
         "kafka": {"topics": ["tel"], "group_id": "g", "timestamp_unit": "ms", "dlq_topic": "dlq",
                   "state_topic": "state", "max_poll_records": 40, "kpi_topic": kpi_topic,
-                  "kpi_deadline": "2m", "kpi_allowed_lateness": "1h"},
+                  "kpi_deadline": "2m", "kpi_allowed_lateness": "1h", "kpi_topic_jurisdiction": "MA"},
+        # the ES site's 1 min windows reach the MA aggregator: the rule must let them cross
+        "routing": {"cross_border_min_window": "1m"},
     })
 
 
@@ -175,3 +177,24 @@ def test_book_state_round_trips_and_refuses_garbage():
 def test_aggregate_needs_a_kpi_topic(broker):
     with pytest.raises(StateError, match="kpi_topic"):
         AggregateService(config(kpi_topic=None), sinks=FleetSinks([]))
+
+
+def test_check_config_refuses_a_kpi_topic_that_would_carry_fine_windows_across_a_border():
+    from pueflow.config.routing import route_problems
+
+    cfg = config().model_copy(deep=True)
+    assert route_problems(cfg) == []
+    cfg.kafka.kpi_topic_jurisdiction = None
+    probs = route_problems(cfg)
+    assert [p[0] for p in probs] == ["kafka.kpi_topic_jurisdiction"]
+    cfg.kafka.kpi_topic_jurisdiction = "MA"
+    cfg.routing.cross_border_min_window = "1h"
+    (key, _, msg), = route_problems(cfg)
+    assert key == "pipeline.windows"
+    assert "site 's-c' (ES) -> KPI topic 'kpi' (MA)" in msg
+    assert "routing.cross_border_min_window" in msg
+    cfg.routing.cross_border_min_window = "1m"  # the rule now lets 1 min windows cross
+    assert route_problems(cfg) == []
+    cfg.routing.cross_border_measurements = ["fleet"]  # no site-level row may cross
+    (key, _, msg), = route_problems(cfg)
+    assert key == "kafka.kpi_topic" and "may not leave ES" in msg
