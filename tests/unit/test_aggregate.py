@@ -197,4 +197,5 @@ def test_check_config_refuses_a_kpi_topic_that_would_carry_fine_windows_across_a
     assert route_problems(cfg) == []
     cfg.routing.cross_border_measurements = ["fleet"]  # no site-level row may cross
     (key, _, msg), = route_problems(cfg)
-    assert key == "kafka.kpi_topic" and "may not leave ES" in msg
+    assert key == "kafka.kpi_topic"
+    assert "may not leave ES" in msg
