@@ -40,9 +40,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NS = 10**9
 
 
-def _config(tmp_path: Path, broker, names):
+def _config(tmp_path: Path, broker, names, idle_timeout: str = "3s"):
     base = make_config(tmp_path / "base.toml", bootstrap=broker.bootstrap, names=names, vm_url=None,
-                       n_sites=3, windows=("1m", "15m", "1h"))
+                       n_sites=3, windows=("1m", "15m", "1h"), idle_timeout=idle_timeout)
     doc = base.model_dump(mode="json", exclude_none=True, exclude={"tune"})
     doc["kafka"].update({"kpi_topic": names.topic + ".kpi", "aggregate_group_id": names.group + ".agg",
                          "kpi_topic_jurisdiction": "MA", "kpi_deadline": "2m",
@@ -121,3 +121,43 @@ def test_two_consumers_and_an_aggregator_write_the_replay_rows(broker, names, tm
     js = want_sp.join(sp, on=sk, how="left", suffix="_got")
     for col in ("battery_kw", "grid_import_kw", "flex_it_cap_kw", "cooling_supply_c", "plan_cost"):
         assert js[col].to_list() == js[col + "_got"].to_list(), col
+
+
+def test_a_silent_site_closes_at_the_deadline_and_its_late_rows_restate(broker, names, tmp_path):
+    path, cfg = _config(tmp_path, broker, names, idle_timeout="10m")  # stage 1 keeps its windows open
+    ensure_topics(cfg.kafka, {names.topic: (3, {})})
+    sites = site_ids(3)
+    df = telemetry(sites, recent_start(5), 40)
+    cut = df["time"].min() + pl.duration(minutes=10)
+    silent = (pl.col("site") == sites[2]) & (pl.col("time") >= cut)
+    produce_frame(cfg, df.filter(~silent), per_message=4)
+    want, _ = _replay(cfg, df)
+    procs = [_proc("consume", path, tmp_path / "consume.log"), _proc("aggregate", path, tmp_path / "agg.log")]
+    store = tmp_path / "store"
+    late_key = ("fleet", "1m", cut + pl.duration(minutes=15))
+
+    def fleet_row(key):
+        try:
+            got = read_store(store, "fleet", scope=key[0], window=key[1])
+        except Exception:  # noqa: BLE001 - the store is still empty
+            return None
+        at = got.filter(pl.col("time") == pl.select(key[2]).item())
+        return at.row(0, named=True) if at.height else None
+
+    try:
+        wait_for(lambda: fleet_row(late_key) is not None, 120, what="a fleet window closed at its deadline")
+        row = fleet_row(late_key)
+        assert (row["sites_reporting"], row["sites_expected"]) == (2, 3)
+        produce_frame(cfg, df.filter(silent), per_message=4)  # the site's data arrives late
+        wait_for(lambda: (fleet_row(late_key) or {}).get("sites_reporting") == 3, 120,
+                 what="the late site's rows restating the fleet window")
+    finally:
+        for p in procs:
+            _stop(p, 30)
+    got = read_store(store, "fleet")
+    keys = ["scope", "window", "time"]
+    joined = want.join(got, on=keys, how="left", suffix="_got")
+    # every window closed with the site's data now equals the replay's (restated in place)
+    done = joined.filter(pl.col("time") < pl.select(cut + pl.duration(minutes=25)).item())
+    for col in ("facility_kwh", "it_kwh", "pue", "sites_reporting"):
+        assert done[col].to_list() == done[col + "_got"].to_list(), col
