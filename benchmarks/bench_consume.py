@@ -35,7 +35,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pueflow.config.models import parse_config  # noqa: E402
+from pueflow.config.load import parse_config  # noqa: E402
 
 NS = 10**9
 #: Rates are timed after this fraction of the topic (every series seen once, kernels warm):
