@@ -1,4 +1,4 @@
-"""Campus scale end to end: two consume processes and one aggregate process on a real broker.
+"""Campus scale end to end: three consume processes and one aggregate process on a real broker.
 
 The fleet rows the aggregator writes to the Parquet store, and the setpoints the consumers
 publish (``--dispatch mpc``), equal those of the same telemetry through one in-process core
@@ -72,7 +72,7 @@ def _proc(verb: str, config: Path, log: Path) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["clean", "sigkill"])
-def test_two_consumers_and_an_aggregator_write_the_replay_rows(broker, names, tmp_path, kill):
+def test_three_consumers_and_an_aggregator_write_the_replay_rows(broker, names, tmp_path, kill):
     path, cfg = _config(tmp_path, broker, names)
     ensure_topics(cfg.kafka, {names.topic: (3, {})})
     df = telemetry(site_ids(3), recent_start(5), 70)
@@ -82,7 +82,7 @@ def test_two_consumers_and_an_aggregator_write_the_replay_rows(broker, names, tm
     assert want_sp.height > 0
     assert want is not None
     assert want.height >= 2 * 30  # the fleet and MA scopes, 1m and 15m windows
-    procs = [_proc("consume", path, tmp_path / f"consume-{i}.log") for i in range(2)]
+    procs = [_proc("consume", path, tmp_path / f"consume-{i}.log") for i in range(3)]
     procs.append(_proc("aggregate", path, tmp_path / "aggregate.log"))
     store = tmp_path / "store"
     keys = ["scope", "window", "time"]
