@@ -199,3 +199,20 @@ def test_check_config_refuses_a_kpi_topic_that_would_carry_fine_windows_across_a
     (key, _, msg), = route_problems(cfg)
     assert key == "kafka.kpi_topic"
     assert "may not leave ES" in msg
+
+
+def test_site_windows_sent_to_another_jurisdictions_kpi_topic_are_audited(broker, tmp_path):
+    from pueflow.sovereignty.audit import read_audit
+
+    cfg = config().model_copy(deep=True)
+    cfg.routing.audit_log = str(tmp_path / "audit.jsonl")
+    df = telemetry(SITES, minutes=10)
+    n = publish(broker, df)
+    _consume(broker, cfg, n)
+    sent = [orjson.loads(r.value) for tp, rs in broker.log.items() if tp.topic == "kpi" for r in rs]
+    lines = read_audit(tmp_path / "audit.jsonl")
+    assert lines, "no audit of the ES site's windows"
+    assert {tuple(x["source_jurisdictions"]) for x in lines} == {("ES",)}
+    assert {x["sink"] for x in lines} == {"kafka:kpi"}
+    assert {s for x in lines for s in x["sites"]} == {"s-c"}
+    assert sum(x["rows"] for x in lines) == sum(1 for r in sent if r["site"] == "s-c")

@@ -155,6 +155,7 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         #: closed site windows go to the KPI topic for the aggregate stage (None: not configured)
         self.kpi_out = (kc.TopicWriter(self.producer, self.kcfg.kpi_topic)
                         if self.kcfg.kpi_topic else None)
+        self.kpi_audit = None  # AuditLog of site windows sent to another jurisdiction's KPI topic
         self.state = ks.StateStore(self.kcfg, self.producer, self.kcfg.group_id)
         copts = kc.consumer_options(self.kcfg, **(consumer_overrides or {}))
         self.session_s = copts["session_timeout_ms"] / 1000
