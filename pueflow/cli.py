@@ -207,6 +207,21 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    """Run the KPI topic -> fleet rows stage until stopped; ``EXIT_OK``."""
+    # loaded when the verb runs: it needs the [kafka] extra
+    from pueflow.modes.aggregate.run import run_aggregate
+
+    cfg = _load(args)
+    overrides = {}
+    if args.session_timeout_ms:
+        overrides["session_timeout_ms"] = args.session_timeout_ms
+        overrides["heartbeat_interval_ms"] = max(args.session_timeout_ms // 5, 100)
+    run_aggregate(cfg, metrics_port=args.metrics_port, run=args.run, max_seconds=args.max_seconds,
+                  consumer_overrides=overrides, drain_timeout_s=args.drain_timeout)
+    return EXIT_OK
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     """Publish a telemetry file to Kafka (``--rate`` [messages/s]); ``EXIT_OK``."""
     # loaded when the verb runs: it needs the [kafka] extra
@@ -359,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(env PUEFLOW_DRAIN_TIMEOUT; default 20)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("aggregate", help="run the KPI topic -> fleet rows stage (its own group)")
+    _config_arg(p)
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics and /health port")
+    p.add_argument("--run", default=_env("PUEFLOW_RUN", ""), help="run tag (default: none)")
+    p.add_argument("--session-timeout-ms", type=int, default=None,
+                   help="consumer session timeout (default: kafka-python's)")
+    p.add_argument("--drain-timeout", type=float, default=20.0, help="bound on the final checkpoint [s]")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("produce", help="publish a telemetry file to Kafka")
     _config_arg(p)

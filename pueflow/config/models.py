@@ -234,6 +234,17 @@ class KafkaConfig(Model):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     max_poll_records: int = Field(5000, gt=0)
+    #: consume publishes every closed site window's energy totals here (keyed by site) for
+    #: ``pueflow aggregate``; None: consume writes fleet rows itself when it owns every partition
+    kpi_topic: str | None = None
+    aggregate_group_id: str = "pueflow.aggregate"
+    #: where the KPI topic and its aggregator live; sites of other jurisdictions may publish
+    #: to it only windows the routing rules let cross (check-config refuses otherwise)
+    kpi_topic_jurisdiction: str | None = None
+    #: event time past a fleet window's end after which it closes with the sites that reported
+    kpi_deadline: str = "5m"
+    #: how long after its window's end a site's row still restates a closed fleet window
+    kpi_allowed_lateness: str = "1h"
 
     @field_validator("timestamp_unit")
     @classmethod

@@ -216,6 +216,45 @@ def _allow_problems(cfg: Config) -> list[tuple[str, object, str]]:
     return problems
 
 
+def kpi_topic_problems(cfg: Config) -> list[tuple[str, object, str]]:
+    """Sites whose windows would reach a KPI topic of another jurisdiction against the rules.
+
+    Consume publishes every window of every site it reads to ``[kafka] kpi_topic``; the
+    aggregator reading it lives in ``kpi_topic_jurisdiction``. A site of another
+    jurisdiction may publish there only if the default rule lets its ``kpi`` rows of every
+    configured window cross.
+    """
+    k = cfg.kafka
+    if not k.kpi_topic:
+        return []
+    juris = sorted({s.jurisdiction for s in cfg.sites})
+    home = k.kpi_topic_jurisdiction
+    if home is None:
+        if len(juris) > 1:
+            return [("kafka.kpi_topic_jurisdiction", None,
+                     f"sites of {juris} publish to KPI topic {k.kpi_topic!r}: say where it and its "
+                     "aggregator live (one of them), so the routing rules can be checked")]
+        return []
+    a = default_allowance(cfg)
+    lim = a.min_window_ns.get("kpi")
+    finest = min(parse_duration_ns(w) for w in cfg.pipeline.windows)
+    problems = []
+    for s in cfg.sites:
+        if s.jurisdiction == home:
+            continue
+        where = f"site {s.id!r} ({s.jurisdiction}) -> KPI topic {k.kpi_topic!r} ({home})"
+        if lim is None:
+            problems.append(("kafka.kpi_topic", k.kpi_topic,
+                             f"{where}: kpi rows may not leave {s.jurisdiction} (rule {a.rule}); "
+                             f"give {s.jurisdiction} its own KPI topic and aggregator"))
+        elif finest < lim:
+            problems.append(("pipeline.windows", cfg.pipeline.windows,
+                             f"{where}: its {fmt_duration_ns(finest)} windows would cross a border, "
+                             f"only kpi windows >= {fmt_duration_ns(lim)} may (rule {a.rule}); give "
+                             f"{s.jurisdiction} its own KPI topic and aggregator"))
+    return problems
+
+
 def route_problems(cfg: Config) -> list[tuple[str, object, str]]:
     """List every route in ``cfg`` that would carry data across a border against the rules.
 
@@ -225,7 +264,7 @@ def route_problems(cfg: Config) -> list[tuple[str, object, str]]:
         One (config key, value, message naming the site, the sink and the rule) per
         problem; empty when every route is allowed.
     """
-    problems = _allow_problems(cfg)
+    problems = _allow_problems(cfg) + kpi_topic_problems(cfg)
     juris = {s.id: s.jurisdiction for s in cfg.sites}
     for i, sink in enumerate(cfg.sinks):
         site_level = [m for m in sink.measurements if m != "fleet"]

@@ -235,3 +235,16 @@ class DeadLetters:
             msg = (f"dead-letter topic {self.topic!r}: {len(bad)} send(s) not acknowledged "
                    f"({exc}); re-sent, not committing")
             raise SinkBackpressure(msg, retry_after=1.0)
+
+
+class TopicWriter(DeadLetters):
+    """Write rows to a topic with the dead letters' delivery rules (:meth:`flush` = durable).
+
+    The consume service publishes closed site windows to the KPI topic with it, inside the
+    checkpoint: the topic is flushed before the state records are written.
+    """
+
+    def send_value(self, value: bytes, key: bytes | None = None) -> None:
+        """Send one record (asynchronous until :meth:`flush`)."""
+        self._send((value, key, []))
+        self.count += 1

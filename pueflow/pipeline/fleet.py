@@ -57,11 +57,12 @@ class FleetAggregator:
 
     def __init__(self, cfg: Config, run: str = ""):
         self.run = run
-        self.scopes: dict[str, set[str]] = {"fleet": {s.id for s in cfg.sites}}
-        for s in cfg.sites:
-            self.scopes.setdefault(s.jurisdiction, set()).add(s.id)
+        self.scopes = fleet_scopes(cfg)
         self.scope_size = {k: len(v) for k, v in self.scopes.items()}
         self.pending: list[pl.DataFrame] = []
+        #: when a list, every site window added is also kept here (site, window, time key,
+        #: totals): what consume publishes to the KPI topic for the aggregate stage
+        self.tap: list[pl.DataFrame] | None = None
 
     def add(self, site: Site, window: str, start_ns: int, energy: np.ndarray,
             metered: np.ndarray, tz: ZoneInfo) -> None:
@@ -79,6 +80,10 @@ class FleetAggregator:
         tot = site_totals_many(energy, metered, site.grid_co2_kg_per_kwh)
         scopes = [sc for sc, members in self.scopes.items() if site.id in members]
         k = len(keys)
+        if self.tap is not None and k:
+            self.tap.append(pl.DataFrame({
+                "window": [window] * k, "time": keys, "site": [site.id] * k,
+                **{name: tot[:, j] for j, name in enumerate(self._TOTALS)}}))
         for sc in scopes:
             self.pending.append(pl.DataFrame({
                 "scope": [sc] * k, "window": [window] * k, "time": keys, "site": [site.id] * k,
@@ -95,8 +100,7 @@ class FleetAggregator:
         if not self.pending:
             return None
         df = pl.concat(self.pending).sort("scope", "window", "time", "site")
-        g = df.group_by("scope", "window", "time", maintain_order=True).agg(
-            pl.len().alias("sites"), pl.col("site"), *[pl.col(c).sum() for c in self._TOTALS])
+        g = group_contributions(df)
         if final:
             ready = np.ones(g.height, bool)
         else:
@@ -113,15 +117,50 @@ class FleetAggregator:
             self.pending = [df.join(left, on=["scope", "window", "time"], how="semi")]
         if done.height == 0:
             return None
-        r = ratios_of_sums(*(done[c].to_numpy() for c in self._TOTALS))
-        return done.select(
-            pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
-            "scope", "window", pl.lit(self.run).alias("run"),
-            *self._TOTALS,
-            *(pl.Series(k, r[k], nan_to_null=True)
-              for k in ("pue", "ref", "cue_kg_per_kwh", "wue_l_per_kwh")),
-            pl.col("sites").cast(pl.Int64),
-        )
+        return fleet_frame(done, self.run, self.scope_size)
+
+
+TOTALS = FleetAggregator._TOTALS  # noqa: SLF001 - the one list of summed columns
+
+
+def fleet_scopes(cfg: Config) -> dict[str, set[str]]:
+    """Member sites of each fleet scope: ``"fleet"`` (every site) and each jurisdiction."""
+    scopes: dict[str, set[str]] = {"fleet": {s.id for s in cfg.sites}}
+    for s in cfg.sites:
+        scopes.setdefault(s.jurisdiction, set()).add(s.id)
+    return scopes
+
+
+def group_contributions(df: pl.DataFrame) -> pl.DataFrame:
+    """Sum site contributions (scope, window, time, site, totals) per fleet window.
+
+    Rows are sorted by site inside each window first, so the sums do not depend on the
+    order the contributions arrived in (a replay and a consumer group add the same floats
+    in the same order).
+    """
+    df = df.sort("scope", "window", "time", "site")
+    return df.group_by("scope", "window", "time", maintain_order=True).agg(
+        pl.len().alias("sites"), pl.col("site"), *[pl.col(c).sum() for c in TOTALS])
+
+
+def fleet_frame(done: pl.DataFrame, run: str, scope_size: dict[str, int]) -> pl.DataFrame:
+    """Fleet rows from summed windows (:func:`group_contributions` output).
+
+    ``sites`` and ``sites_reporting`` are the sites whose window is in the sum,
+    ``sites_expected`` the scope's member count: fewer reporting means the window closed
+    at its completeness deadline (or, in a replay, a site never reported it).
+    """
+    r = ratios_of_sums(*(done[c].to_numpy() for c in TOTALS))
+    return done.select(
+        pl.col("time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
+        "scope", "window", pl.lit(run).alias("run"),
+        *TOTALS,
+        *(pl.Series(k, r[k], nan_to_null=True)
+          for k in ("pue", "ref", "cue_kg_per_kwh", "wue_l_per_kwh")),
+        pl.col("sites").cast(pl.Int64),
+        pl.col("sites").cast(pl.Int64).alias("sites_reporting"),
+        pl.col("scope").replace_strict(scope_size, return_dtype=pl.Int64).alias("sites_expected"),
+    )
 
 
 def site_totals_many(energy: np.ndarray, metered: np.ndarray, co2: float) -> np.ndarray:

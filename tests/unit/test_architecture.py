@@ -200,7 +200,7 @@ def test_no_pueflow_import_inside_a_function():
 
 #: verbs whose modules need an optional extra ([kafka], [tune], [sim], [dask]): the CLI and the
 #: demo load them when the verb runs, so `pueflow --help` works on a base install
-OPTIONAL_ENTRY = ("pueflow.modes.consume", "pueflow.modes.demo", "pueflow.modes.produce", "pueflow.modes.tune",
+OPTIONAL_ENTRY = ("pueflow.modes.consume", "pueflow.modes.aggregate", "pueflow.modes.demo", "pueflow.modes.produce", "pueflow.modes.tune",
                   "pueflow.sim", "pueflow.connectors.kafka", "pueflow.connectors.influx",
                   "pueflow.connectors.kafka_sink", "pueflow.modes.distributed")
 

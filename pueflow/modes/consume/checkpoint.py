@@ -69,13 +69,17 @@ class CheckpointMixin:
         t0 = time.monotonic()
         self._flush_sinks()
         self.dlq.flush()
+        if self.kpi_out is not None:
+            self.kpi_out.flush()
         commits = {}
         for tp, part in self.owned.items():
             if not part.dirty or part.next_offset is None:
                 continue
             sites = sorted(part.sites)
+            disp = self.pipeline.dispatcher
             rec = ks.StateRecord(tp.topic, tp.partition, part.next_offset, sites,
-                                 self.pipeline.snapshot(sites))
+                                 self.pipeline.snapshot(sites),
+                                 dispatch=disp.snapshot(sites) if disp is not None else b"")
             self.state.write(rec)
             self.last_state[tp] = rec
             commits[tp] = OffsetAndMetadata(part.next_offset, "", -1)
@@ -174,6 +178,8 @@ class CheckpointMixin:
                          "the reset policy) with empty state", tp.topic, tp.partition)
                 continue
             restored = self.pipeline.restore(rec.state)
+            if self.pipeline.dispatcher is not None:
+                self.pipeline.dispatcher.restore(rec.dispatch)
             self.consumer.seek(tp, rec.offset)
             part.next_offset = rec.offset
             part.sites = set(restored)

@@ -8,9 +8,12 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import orjson
+import polars as pl
 
 from pueflow.pipeline.core import NO_TIME
 from pueflow.schema.rows import Output
+from pueflow.sovereignty.audit import AuditLog, audit_path
 
 log = logging.getLogger("pueflow.service")
 
@@ -112,7 +115,10 @@ class RecordsMixin:
         self.stats.dlq += 1
 
     def _emit(self, out: Output, now: float) -> None:
-        if out.fleet is not None and not self._owns_everything():
+        if self.kpi_out is not None:
+            self._publish_kpi()
+            out.fleet = None  # the aggregate stage writes fleet rows from the KPI topic
+        elif out.fleet is not None and not self._owns_everything():
             out.fleet = None  # a fleet aggregate needs every site; a partial one would overwrite
         frames = out.frames()
         if not frames:
@@ -125,6 +131,39 @@ class RecordsMixin:
             self._emits.append((now, out.kpi.height))
         if self._unflushed_since is None:
             self._unflushed_since = now
+
+    def _publish_kpi(self) -> None:
+        """Send every site window closed since the last call to the KPI topic, keyed by site."""
+        fleet = self.pipeline.fleet
+        fleet.pending.clear()
+        if not fleet.tap:
+            return
+        df = pl.concat(fleet.tap)
+        fleet.tap.clear()
+        self._audit_kpi(df)
+        for r in df.iter_rows(named=True):
+            self.kpi_out.send_value(orjson.dumps({**r, "run": self.run_tag}), r["site"].encode())
+        self.metrics.rows_out.labels("kpi_topic").inc(df.height)
+
+    def _audit_kpi(self, df: pl.DataFrame) -> None:
+        """Record the site windows that cross a border into the KPI topic, as sink writes are.
+
+        ``check-config`` (:func:`~pueflow.config.routing.kpi_topic_problems`) has refused any
+        config in which they may not; this is the audit trail of those that may.
+        """
+        home = self.kcfg.kpi_topic_jurisdiction
+        if home is None:
+            return
+        juris = {s.id: s.jurisdiction for s in self.cfg.sites}
+        df = df.with_columns(pl.col("site").replace_strict(juris, return_dtype=pl.Utf8).alias("j"),
+                             pl.col("time").cast(pl.Datetime("ns", "UTC")))
+        away = df.filter(pl.col("j") != home)
+        if not away.height:
+            return
+        if self.kpi_audit is None:
+            self.kpi_audit = AuditLog(audit_path(self.cfg))
+        groups = [([j], g.drop("j")) for (j,), g in away.group_by("j", maintain_order=True)]
+        self.kpi_audit.record(f"kafka:{self.kcfg.kpi_topic}", home, "kpi", groups)
 
     def _owns_everything(self) -> bool:
         if self._n_topic_parts is None:

@@ -109,8 +109,9 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
     max_message_bytes : int
         Larger records go to the dead-letter topic undecoded.
     dispatch : {"mpc", "rule"}, optional
-        Also compute dispatch setpoints (a fresh dispatcher per assignment; its state is not
-        part of the checkpoint yet, so after a move it re-learns from new windows).
+        Also compute dispatch setpoints. The dispatcher's state (input history, carried plant
+        estimate, last LP basis) is checkpointed with its partition's sites, so a restarted
+        or rebalanced consumer publishes the same setpoints as an uninterrupted one.
     idle_clock : callable
         Seconds clock of the quiet-feed rule (tests advance it by hand).
     """
@@ -151,6 +152,10 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         self._ensure_topics()
         self.producer = kc.build_producer(self.kcfg, max_request_size=ks.STATE_MAX_BYTES)
         self.dlq = kc.DeadLetters(self.producer, self.kcfg.dlq_topic, max_message_bytes)
+        #: closed site windows go to the KPI topic for the aggregate stage (None: not configured)
+        self.kpi_out = (kc.TopicWriter(self.producer, self.kcfg.kpi_topic)
+                        if self.kcfg.kpi_topic else None)
+        self.kpi_audit = None  # AuditLog of site windows sent to another jurisdiction's KPI topic
         self.state = ks.StateStore(self.kcfg, self.producer, self.kcfg.group_id)
         copts = kc.consumer_options(self.kcfg, **(consumer_overrides or {}))
         self.session_s = copts["session_timeout_ms"] / 1000
@@ -181,8 +186,10 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
     def _ensure_topics(self) -> None:
         k = self.kcfg
         try:
-            kc.ensure_topics(k, {k.dlq_topic: (1, {}),
-                                 k.state_topic: (1, ks.STATE_TOPIC_CONFIG)})
+            topics = {k.dlq_topic: (1, {}), k.state_topic: (1, ks.STATE_TOPIC_CONFIG)}
+            if k.kpi_topic:
+                topics[k.kpi_topic] = (1, {})
+            kc.ensure_topics(k, topics)
         except Exception as exc:  # noqa: BLE001 - broker may forbid admin calls; topics may exist
             log.warning("could not create the dead-letter/state topics (%s); they must exist", exc)
 
@@ -190,7 +197,10 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         dispatcher = None
         if self.dispatch:
             dispatcher = Dispatcher(self.cfg, policy=self.dispatch)
-        return Pipeline(self.cfg, run=self.run_tag, dispatcher=dispatcher)
+        p = Pipeline(self.cfg, run=self.run_tag, dispatcher=dispatcher)
+        if self.kcfg.kpi_topic:
+            p.fleet.tap = []
+        return p
 
     def _warm_up(self) -> None:
         """Run a few readings through a throwaway core so numba kernels and lazy imports load now.

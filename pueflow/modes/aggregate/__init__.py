@@ -1,0 +1,1 @@
+"""Aggregate mode: the second stage that builds fleet rows from the consumers' KPI topic."""
