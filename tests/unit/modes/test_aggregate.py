@@ -17,7 +17,7 @@ from pueflow.exceptions import StateError
 from pueflow.modes.aggregate.service import AggregateService
 from pueflow.pipeline.fleet_book import FleetBook
 from tests.unit import fake_kafka
-from tests.unit.test_service import NS, T0, MemorySinks, publish, service, telemetry
+from tests.unit.modes.test_service import NS, T0, MemorySinks, publish, service, telemetry
 
 SITES = ("s-a", "s-b", "s-c")
 MIN = 60 * NS

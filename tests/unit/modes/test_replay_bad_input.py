@@ -21,9 +21,9 @@ from pueflow.connectors.parquet_store import read_store
 from pueflow.exceptions import InputFormatError
 from pueflow.modes.replay import UNKNOWN_SITE, replay
 from pueflow.modes.spill import SpillError
-from tests.unit.test_replay_order import _config, _readings
+from tests.unit.modes.test_replay_order import _config, _readings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ CHILD = """
 import resource, signal, sys
 from pueflow.modes.replay import replay
 from pueflow.modes.spill import SpillError
-from tests.unit.test_replay_order import _config
+from tests.unit.modes.test_replay_order import _config
 cfg = _config()
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

@@ -14,8 +14,8 @@ from pueflow.connectors.files import time_lateness
 from pueflow.modes.replay import replay
 from pueflow.modes.spill import BYTES_PER_READING
 from tests.conftest import T0
-from tests.unit.test_replay_memory import _peak_rss, _series_major
-from tests.unit.test_replay_order import _config, _readings, _rows
+from tests.unit.modes.test_replay_memory import _peak_rss, _series_major
+from tests.unit.modes.test_replay_order import _config, _readings, _rows
 
 NS = 10**9
 

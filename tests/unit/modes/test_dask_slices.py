@@ -13,7 +13,7 @@ from pueflow.exceptions import PueflowError
 from pueflow.modes.distributed import DaskError, parse_address, site_spans
 from pueflow.modes.slices import HOUR_NS, plan_slices, site_gap_ns, warm_up_ns
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NS = 10**9
 
 

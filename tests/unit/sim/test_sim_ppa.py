@@ -14,7 +14,7 @@ from pueflow.config.load import load_config
 from pueflow.sim import simulate
 from pueflow.sim.wind import power_curve
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 JULY = datetime(2026, 7, 20, tzinfo=UTC)
 
 
