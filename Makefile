@@ -35,6 +35,8 @@ demo: $(VENV)/.base
 	$(VENV)/bin/pueflow demo --config config/tetouan-7.5mw.toml --out pueflow-out
 
 test: $(VENV)/.full sysdeps
+	$(VENV)/bin/ruff check pueflow tests benchmarks
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pueflow check-config config/*.toml
 	$(PY) -m pytest tests/unit tests/property -q -p no:cacheprovider
 	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q -p no:cacheprovider -m "not slow" \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 import zoneinfo
 from datetime import date
 from typing import Literal
@@ -63,11 +64,13 @@ class MeterRule(Model):
         return duration_str(v) if v else v
 
     def max_gap_ns(self) -> int:
+        """Return the longest power-sample interval still integrated [ns] (kind default if unset)."""
         if self.max_gap:
             return parse_duration_ns(self.max_gap)
         return parse_duration_ns("15m" if self.kind == "register" else "60s")
 
     def matches(self, device: str, point: str) -> bool:
+        """Tell whether this rule's device and point globs match a reading's names."""
         return fnmatch.fnmatchcase(device, self.device) and fnmatch.fnmatchcase(point, self.point)
 
 
@@ -119,6 +122,8 @@ class GuaranteeOfOrigin(Model):
 
 
 class Site(Model):
+    """One site (``[[sites]]``): jurisdiction, zone, capacity, PUE category and its meter map."""
+
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     jurisdiction: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")
     timezone: str = "UTC"
@@ -154,6 +159,8 @@ class Site(Model):
 
 
 class PipelineConfig(Model):
+    """Windows, grace, lateness and checkpoint settings of the core (``[pipeline]``)."""
+
     windows: list[str] = Field(default_factory=lambda: ["1m", "15m", "1h", "1d"])
     grace: str = "30s"
     max_future: str = "1d"
@@ -181,6 +188,7 @@ class PipelineConfig(Model):
         return [w.strip() for w in v]
 
     def window_ns(self) -> dict[str, int]:
+        """Return each configured window's length [ns]."""
         return {w: parse_duration_ns(w) for w in self.windows}
 
     def base_ns(self) -> int:
@@ -189,6 +197,8 @@ class PipelineConfig(Model):
 
 
 class Sink(Model):
+    """One output (``[[sinks]]``): Parquet store, InfluxDB v2 or a Kafka topic, in one jurisdiction."""
+
     name: str = Field(min_length=1)
     type: Literal["parquet", "influx", "kafka"]
     jurisdiction: str = Field(pattern=r"^([A-Z]{2}|GLOBAL)$")
@@ -212,12 +222,13 @@ class Sink(Model):
         return duration_str(v) if v else v
 
     def token(self) -> SecretStr:
-        import os
-
+        """Return the InfluxDB token from the environment variable ``token_env`` names."""
         return SecretStr(os.environ.get(self.token_env, ""))
 
 
 class KafkaConfig(Model):
+    """Consume mode's broker, topics, group, wire format, security and stage-2 keys (``[kafka]``)."""
+
     bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
     topics: list[str] = Field(default_factory=lambda: ["telemetry"])
     group_id: str = "pueflow"
@@ -255,6 +266,8 @@ class KafkaConfig(Model):
 
 
 class Config(Model):
+    """A whole pueflow configuration: pipeline, sites, sinks, Kafka, routing and tuning."""
+
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     sites: list[Site] = Field(min_length=1)
     sinks: list[Sink] = Field(default_factory=list)
@@ -290,11 +303,15 @@ class Config(Model):
         return self
 
     def base_ns(self) -> int:
-        """Base bucket [ns] of the window kernel: divides every window and, with '1d', every
-        UTC offset of every site's zone (so each local midnight starts a bucket)."""
+        """Return the base bucket [ns] of the window kernel.
+
+        It divides every window and, with '1d', every UTC offset of every site's zone, so each
+        local midnight starts a bucket.
+        """
         return base_bucket_ns(self.pipeline.windows, [s.timezone for s in self.sites])
 
     def site(self, site_id: str) -> Site:
+        """Return the site ``site_id``; KeyError naming the known ids if there is none."""
         for s in self.sites:
             if s.id == site_id:
                 return s

@@ -1,5 +1,6 @@
-r"""Line-protocol escaping, written once: the encoders, the InfluxDB sink and the decoder's
-name resolution all use it.
+r"""Line-protocol escaping, written once.
+
+The encoders, the InfluxDB sink and the decoder's name resolution all use it.
 
 The rules are the reference decoder's (influxdata/line-protocol): a measurement escapes
 comma and space; tag keys, tag values and field keys escape comma, equals and space; a
@@ -64,7 +65,7 @@ def unescape_measurement(s: str) -> str:
 
 
 def unescape_string(s: str) -> str:
-    r"""A string field value's body as the reference decodes it (``\\n`` is a newline)."""
+    r"""Return a string field value's body as the reference decodes it (``\\n`` is a newline)."""
     return _STR_ESC.sub(lambda m: _STR_MAP[m[1]], s) if "\\" in s else s
 
 

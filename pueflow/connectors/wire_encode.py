@@ -1,6 +1,8 @@
-"""Shared pieces of the two wire encoders (Telegraf JSON and line protocol): the canonical
-long form (time, site, device, point, value) grouped into snapshots, one metric per run of
-(time, site, device) in arrival order, so the simulator can feed Kafka and files.
+"""Shared pieces of the two wire encoders (Telegraf JSON and line protocol).
+
+The canonical long form (time, site, device, point, value) is grouped into snapshots, one
+metric per run of (time, site, device) in arrival order, so the simulator can feed Kafka and
+files.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ def escaped(col: str, escape: Callable[[str], str]) -> pl.Expr:
 
 
 def _runs(df: pl.DataFrame) -> pl.Expr:
-    """Run number of consecutive rows sharing (time, site, device): a snapshot is a run, so
-    encoding never reorders readings (a late reading stays late on the wire).
+    """Return the run number of consecutive rows sharing (time, site, device).
+
+    A snapshot is a run, so encoding never reorders readings (a late reading stays late on
+    the wire).
     """
     changed = pl.lit(False)
     for c in _GROUP:
@@ -42,8 +46,9 @@ def _runs(df: pl.DataFrame) -> pl.Expr:
 
 
 def snapshots(df: pl.DataFrame, field: pl.Expr) -> pl.DataFrame | None:
-    """One row per run of (time, site, device) in arrival order with its fields joined by
-    commas, or None when a snapshot repeats a point (then the Python path keeps it).
+    """Return one row per run of (time, site, device) in arrival order, fields joined by commas.
+
+    None when a snapshot repeats a point (then the Python path keeps it).
     """
     g = (df.with_columns(field.alias("f"), _runs(df).alias("_run"))
          .group_by("_run", maintain_order=True)
@@ -53,8 +58,9 @@ def snapshots(df: pl.DataFrame, field: pl.Expr) -> pl.DataFrame | None:
 
 
 def metric_groups(df: pl.DataFrame):  # noqa: ANN201 - a generator of tuples
-    """(time_ns, site, device, fields) per snapshot in arrival order; a repeated point or a
-    change of (time, site, device) starts a new metric.
+    """Yield (time_ns, site, device, fields) per snapshot in arrival order.
+
+    A repeated point or a change of (time, site, device) starts a new metric.
     """
     t, sites, devs = df["t"].to_list(), df["site"].to_list(), df["device"].to_list()
     points, values = df["point"].to_list(), df["value"].to_list()

@@ -71,10 +71,12 @@ class _Site:
 
 
 def empty_setpoints() -> pl.DataFrame:
+    """Return an empty frame with the setpoint row schema."""
     return pl.DataFrame(schema=_SETPOINT_SCHEMA)
 
 
 def empty_quality() -> pl.DataFrame:
+    """Return an empty frame with the dispatcher's quality row schema."""
     return pl.DataFrame(schema=_QUALITY_SCHEMA)
 
 

@@ -218,7 +218,7 @@ class SiteLP:
         self.last_basis: tuple[int, list, list] | None = None
 
     def _runs(self, idx: _Index) -> list[int]:
-        """Starts of the per-step runs (``n`` entries, one per step) among columns or rows."""
+        """Return the starts of the per-step runs (``n`` entries, one per step) among columns or rows."""
         n = self.n
         return [a + r * n for a, size in idx.blocks.values() if size >= n and size % n == 0
                 for r in range(size // n)]
