@@ -31,7 +31,13 @@ from pueflow.config.models import Config
 from pueflow.connectors.files import format_of, iter_file, telemetry_files
 from pueflow.connectors.sink import build_sinkset
 from pueflow.exceptions import PueflowError
-from pueflow.modes.replay import ReplayResult, count_rows, decode_error_rows
+from pueflow.modes.replay import (
+    UNKNOWN_SITE,
+    ReplayResult,
+    count_rows,
+    decode_error_rows,
+    local_store,
+)
 from pueflow.modes.slices import Slice, SliceDataError, plan_slices, run_slice
 from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.schema.registry import Registry
@@ -268,12 +274,16 @@ def _combine(cfg: Config, results: list, run: str, out_dir, write: bool, t0: flo
     fleet = agg.flush(True)
     seen: set[tuple[str, int]] = set()
     by_path: dict[str, list[tuple[int, str]]] = {}
+    site_of: dict[str, dict[int, str]] = {}
     for r in results:
-        for path, row, why in r.errors:
+        for path, row, why, site in r.errors:
             if (path, row) not in seen:
                 seen.add((path, row))
                 by_path.setdefault(path, []).append((row, why))
-    bad = [decode_error_rows(p, sorted(e), run) for p, e in by_path.items()]
+                if site is not None:
+                    site_of.setdefault(path, {})[row] = site
+    known = {s.id for s in cfg.sites}
+    bad = [decode_error_rows(p, sorted(e), run, site_of.get(p), known) for p, e in by_path.items()]
     kpi = [r.kpi for r in results if r.kpi.height]
     quality = bad + [r.quality for r in results if r.quality.height]
     res = ReplayResult(
@@ -284,8 +294,13 @@ def _combine(cfg: Config, results: list, run: str, out_dir, write: bool, t0: flo
     if write:
         sinks = count_rows(build_sinkset(cfg, run, out_dir))
         try:
-            extra = Output(fleet=fleet, quality=pl.concat(bad) if bad else None)
-            sinks.write(extra)
+            all_bad = pl.concat(bad) if bad else None
+            mine = None if all_bad is None else all_bad.filter(pl.col("site") != UNKNOWN_SITE)
+            sinks.write(Output(fleet=fleet, quality=mine))
+            orphans = None if all_bad is None else all_bad.filter(pl.col("site") == UNKNOWN_SITE)
+            local = local_store(sinks)
+            if orphans is not None and orphans.height and local is not None:
+                local.write("quality", orphans)  # no site to route by: the local store keeps them
             sinks.flush()
         finally:
             sinks.close()

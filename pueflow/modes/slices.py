@@ -74,7 +74,7 @@ class SliceResult:
     rejected: int = 0
     read: int = 0
     seconds: float = 0.0
-    errors: list[tuple[str, int, str]] = field(default_factory=list)
+    errors: list[tuple[str, int, str, str | None]] = field(default_factory=list)
     sink_rows: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -267,7 +267,8 @@ def _run_slice(cfg, inputs, sl, t_lo, out_dir, run, write, chunk_rows, memory_mb
     try:
         for ch in _decoded(cfg, reg, inputs, w0, hi, chunk_rows, unit):
             if ch.errors:  # the driver keeps each (file, row) once
-                res.errors.extend((ch.path, r, why) for r, why in ch.errors)
+                sites = getattr(ch, "error_sites", None) or {}
+                res.errors.extend((ch.path, r, why, sites.get(r)) for r, why in ch.errors)
             b = _mine(reg, sl.site, ch.batch)
             res.read += len(b)
             if len(b):
