@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 from kafka.structs import OffsetAndMetadata
@@ -29,6 +30,10 @@ class Part:
 
 class CheckpointMixin:
     """The durability half of :class:`~pueflow.modes.consume.service.ConsumeService`."""
+
+    _http: ThreadingHTTPServer | None
+    _unflushed_since: float | None
+    _n_topic_parts: int | None
 
     def _guarded(self, fn) -> bool:
         """Run a flush/checkpoint; on sink trouble pause the input instead of failing."""

@@ -21,6 +21,10 @@ log = logging.getLogger("pueflow.service")
 class RecordsMixin:
     """The per-poll half of :class:`~pueflow.modes.consume.service.ConsumeService`."""
 
+    _unflushed_since: float | None
+    _n_topic_parts: int | None
+    kpi_audit: AuditLog | None
+
     def _handle(self, records: dict, now: float) -> None:
         recs: list[Any] = []
         tp_list = list(records)
