@@ -196,6 +196,14 @@ class PipelineConfig(Model):
         return min(self.window_ns().values())
 
 
+#: Row kinds a sink can take.
+SinkMeasurement = Literal["kpi", "quality", "setpoint", "fleet"]
+
+
+def _all_measurements() -> list[SinkMeasurement]:
+    return ["kpi", "quality", "setpoint", "fleet"]
+
+
 class Sink(Model):
     """One output (``[[sinks]]``): Parquet store, InfluxDB v2 or a Kafka topic, in one jurisdiction."""
 
@@ -208,8 +216,7 @@ class Sink(Model):
     bucket: str = ""
     token_env: str = "PUEFLOW_INFLUX_TOKEN"
     topic: str = ""
-    measurements: list[Literal["kpi", "quality", "setpoint", "fleet"]] = Field(
-        default_factory=lambda: ["kpi", "quality", "setpoint", "fleet"])
+    measurements: list[SinkMeasurement] = Field(default_factory=_all_measurements)
     sites: list[str] = Field(default_factory=list, description="empty = every site in its jurisdiction")
     min_window: str = Field("", description="coarsest-only sinks: drop kpi rows of shorter windows")
     batch_rows: int = Field(5000, gt=0)

@@ -238,7 +238,7 @@ def kpi_topic_problems(cfg: Config) -> list[tuple[str, object, str]]:
     a = default_allowance(cfg)
     lim = a.min_window_ns.get("kpi")
     finest = min(parse_duration_ns(w) for w in cfg.pipeline.windows)
-    problems = []
+    problems: list[tuple[str, object, str]] = []
     for s in cfg.sites:
         if s.jurisdiction == home:
             continue

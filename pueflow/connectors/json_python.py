@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import weakref
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import orjson
@@ -27,6 +27,9 @@ from pueflow.connectors.wire_base import (
 
 if TYPE_CHECKING:
     from pueflow.schema.registry import Registry
+
+#: (time [ns], series id, value, payload index, errors as (payload index, reason)).
+_Arrays: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]
 
 _I64_MAX = np.iinfo(np.int64).max
 #: key (site, device, *field names) -> series ids, per registry (ids never change).
@@ -46,8 +49,9 @@ def rfc3339_ns(s: str) -> int | None:
     m = _RFC3339.fullmatch(s)
     if m is None:
         return None
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
     try:
-        d = datetime(*map(int, m.group(1, 2, 3, 4, 5, 6)), tzinfo=UTC)
+        d = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
         return None
     sec = int((d - _EPOCH).total_seconds())
@@ -134,7 +138,7 @@ def _times_ns(times: list, mult: int) -> tuple[np.ndarray, np.ndarray]:
     return whole.astype(np.int64) * mult + np.round(frac * mult).astype(np.int64), ok
 
 
-def decode_python(payloads: list[bytes], registry: Registry, mult: int) -> tuple:
+def decode_python(payloads: list[bytes], registry: Registry, mult: int) -> _Arrays:
     """Decode in Python: (time [ns], series, value, payload index, errors)."""
     cache = _keys(registry)
     reg_id = registry.id
@@ -190,7 +194,7 @@ def decode_python(payloads: list[bytes], registry: Registry, mult: int) -> tuple
 
 def _json_arrays(series: list[int], values: list, times: list, counts: list[int],
                  metric_payload: list[int], errors: list[tuple[int, str]], mult: int,
-                 registry: Registry) -> tuple:
+                 registry: Registry) -> _Arrays:
     n = len(series)
     sid = np.fromiter(series, np.int32, count=n)
     cnt = np.fromiter(counts, np.int64, count=len(counts))

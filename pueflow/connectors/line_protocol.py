@@ -172,8 +172,8 @@ def _decode(buf: np.ndarray, ends: np.ndarray, registry: Registry, mult: int):
     """
     rec, fld = S.scan(buf, ends, mult, MIN_TIME_NS, MAX_TIME_NS)
     bad = rec[5] != S.OK
-    reasons: dict[int, str] = {int(r): _reason(buf, int(rec[5][r]), rec, r, mult)
-                               for r in np.flatnonzero(bad)}
+    reasons: dict[int, str] = {r: _reason(buf, int(rec[5][r]), rec, r, mult)
+                               for r in np.flatnonzero(bad).tolist()}
     if fld[7].any():
         _slow_floats(buf, fld, bad, reasons)
     num = np.flatnonzero(fld[5] <= S.K_UINT)
@@ -228,7 +228,9 @@ def decode_line(payloads: list[bytes], registry: Registry, precision: str = "ns"
     errors = []
     if rec_errors:
         nl = np.flatnonzero(buf == 10)
-        line = np.searchsorted(nl, rec[1]) - np.searchsorted(nl, np.r_[0, ends[:-1]])[pay]
+        starts: np.ndarray = rec[1]  # of each record; np.r_ and the scan's tuple are untyped
+        pay_starts: np.ndarray = np.r_[0, ends[:-1]]
+        line = np.searchsorted(nl, starts) - np.searchsorted(nl, pay_starts)[pay]
         errors = [(int(pay[r]), f"line {line[r] + 1}: {why}" if line[r] else why)
                   for r, why in rec_errors]
     r = fld[0][fields]

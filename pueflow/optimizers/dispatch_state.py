@@ -83,7 +83,10 @@ def snapshot_sites(sites: dict[str, Any], site_ids: list[str], run: str = "") ->
     if not header["sites"]:
         return b""
     buf = io.BytesIO()
-    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    # mypy matches an unpacked **dict against every keyword, so also against savez's
+    # `allow_pickle: bool`; the keys here are "site/name" and never that
+    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+             **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

@@ -46,11 +46,14 @@ from pueflow.units import parse_duration_ns
 
 SETPOINT_FIELDS = ("battery_kw", "grid_import_kw", "grid_export_kw", "curtail_kw", "flex_it_cap_kw",
                    "cooling_supply_c", "step_cost", "plan_cost")
-_QUALITY_SCHEMA = {"time": rw.TIME_DTYPE, "site": pl.Utf8, "kind": pl.Utf8, "device": pl.Utf8,
-                   "point": pl.Utf8, "run": pl.Utf8, "count": pl.Int64, "value": pl.Float64,
-                   "detail": pl.Utf8}
-_SETPOINT_SCHEMA = {"time": rw.TIME_DTYPE, "site": pl.Utf8, "asset": pl.Utf8, "run": pl.Utf8,
-                    **{f: pl.Float64 for f in SETPOINT_FIELDS}}
+# dtype instances, so the dicts are dict[str, pl.DataType]
+_QUALITY_SCHEMA: dict[str, pl.DataType] = {
+    "time": rw.TIME_DTYPE, "site": pl.String(), "kind": pl.String(), "device": pl.String(),
+    "point": pl.String(), "run": pl.String(), "count": pl.Int64(), "value": pl.Float64(),
+    "detail": pl.String()}
+_SETPOINT_SCHEMA: dict[str, pl.DataType] = {
+    "time": rw.TIME_DTYPE, "site": pl.String(), "asset": pl.String(), "run": pl.String(),
+    **{f: pl.Float64() for f in SETPOINT_FIELDS}}
 
 
 @dataclass
@@ -104,7 +107,7 @@ class Dispatcher:
             if s.dispatch is None:
                 continue
             m = site_model(s)
-            w = m.spec.input_window if m.spec.input_window in windows else min(windows, key=windows.get)
+            w = m.spec.input_window if m.spec.input_window in windows else min(windows, key=lambda k: windows[k])
             fc = (forecasters or {}).get(s.id) or forecaster_for(m)
             self.sites[s.id] = _Site(m, SiteDispatch(m), fc, w, windows[w], DispatchState.initial(m))
         self.run = ""
@@ -143,7 +146,9 @@ class Dispatcher:
                 continue
             if site.next_ns is None:
                 red = site.model.redispatch_steps * site.model.step_ns
-                first_end = int(rows["time"].cast(pl.Int64).min()) + site.window_ns
+                first = rows["time"].cast(pl.Int64).min()
+                assert isinstance(first, int), "rows is not empty and KPI rows always have a time"
+                first_end = first + site.window_ns
                 site.next_ns = -(-first_end // red) * red
             red = site.model.redispatch_steps * site.model.step_ns
             while site.next_ns <= site.latest_end:
@@ -301,9 +306,9 @@ class Dispatcher:
                    "step_cost": float(plan.step_cost[k]) if len(plan.step_cost) else None,
                    "plan_cost": float(plan.objective)}
             sp.append(row)
-            for c, lp in enumerate(m.loops):
+            for i, lp in enumerate(m.loops):
                 sp.append({"time": tk, "site": sid, "asset": f"cooling.{lp.name}", "run": self.run,
-                           "cooling_supply_c": float(pub.supply_c[c])})
+                           "cooling_supply_c": float(pub.supply_c[i])})
             for j, job in enumerate(m.jobs):
                 sp.append({"time": tk, "site": sid, "asset": f"job.{job.name}", "run": self.run,
                            "flex_it_cap_kw": float(pub.job_kw[j])})
@@ -356,10 +361,10 @@ def _expected_flex_kw(m: SiteModel, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def _frame(rows: list[dict[str, Any]], schema: dict[str, Any]) -> pl.DataFrame:
+def _frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     if not rows:
         return pl.DataFrame(schema=schema)
-    cols = {k: [r.get(k) for r in rows] for k in schema}
+    cols: dict[str, list[Any] | np.ndarray] = {k: [r.get(k) for r in rows] for k in schema}
     cols["time"] = np.array(cols["time"], dtype=np.int64)
     df = pl.DataFrame(cols, schema_overrides={k: v for k, v in schema.items() if k != "time"})
     return df.with_columns(pl.col("time").cast(rw.TIME_DTYPE))

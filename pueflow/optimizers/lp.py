@@ -162,8 +162,8 @@ class SiteLP:
         put(b + t, col["imp"] + t, 1.0)
         put(b + t, col["impx"] + t, 1.0)
         put(b + t, col["exp"] + t, -1.0)
-        if self.has_battery:
-            bat = m.battery
+        bat = m.battery
+        if bat is not None:
             put(b + t, col["dis"] + t, 1.0)
             put(b + t, col["ch"] + t, -1.0)
             s = row["soc"]
@@ -285,8 +285,8 @@ class SiteLP:
         bal = np.where(live, (f * p.firm_kw + m.aux_kw) * MW, 0.0)
         rlo[rblk("bal")] = bal
         rhi[rblk("bal")] = bal
-        if self.has_battery:
-            bat = m.battery
+        bat = m.battery
+        if bat is not None:
             eta_c, eta_d = self._eta
             c[blk("ch")] = energy * bat.wear_per_kwh
             c[blk("dis")] = energy * bat.wear_per_kwh

@@ -206,7 +206,7 @@ OPTIONAL_ENTRY = ("pueflow.modes.consume", "pueflow.modes.aggregate", "pueflow.m
 
 
 def _optional_extra(importer: str, target: str) -> bool:
-    return importer in ("pueflow.cli", "pueflow.modes.demo", "pueflow.connectors.sink") and \
+    return (importer.startswith("pueflow.cli") or importer in ("pueflow.modes.demo", "pueflow.connectors.sink")) and \
         target.startswith(OPTIONAL_ENTRY)
 
 
