@@ -295,8 +295,8 @@ def _combine(cfg: Config, results: list, run: str, out_dir, write: bool, t0: flo
         sinks = count_rows(build_sinkset(cfg, run, out_dir))
         try:
             all_bad = pl.concat(bad) if bad else None
-            mine = None if all_bad is None else all_bad.filter(pl.col("site") != UNKNOWN_SITE)
-            sinks.write(Output(fleet=fleet, quality=mine))
+            sited = None if all_bad is None else all_bad.filter(pl.col("site") != UNKNOWN_SITE)
+            sinks.write(Output(fleet=fleet, quality=sited))
             orphans = None if all_bad is None else all_bad.filter(pl.col("site") == UNKNOWN_SITE)
             local = local_store(sinks)
             if orphans is not None and orphans.height and local is not None:
