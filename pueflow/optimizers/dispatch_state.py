@@ -12,13 +12,12 @@ into a dispatcher of a process that owns a different set of sites.
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
 import numpy as np
 
 from pueflow.exceptions import StateError
+from pueflow.schema.blob import pack, unpack
 
 try:  # private scipy module, as in optimizers/solve.py: bases only exist with it
     from scipy.optimize._highspy import _core as _hc
@@ -82,12 +81,7 @@ def snapshot_sites(sites: dict[str, Any], site_ids: list[str], run: str = "") ->
         })
     if not header["sites"]:
         return b""
-    buf = io.BytesIO()
-    # mypy matches an unpacked **dict against every keyword, so also against savez's
-    # `allow_pickle: bool`; the keys here are "site/name" and never that
-    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
-             **arrays)  # type: ignore[arg-type]
-    return buf.getvalue()
+    return pack(header, arrays)
 
 
 def restore_sites(sites: dict[str, Any], blob: bytes) -> tuple[list[str], str]:
@@ -103,16 +97,7 @@ def restore_sites(sites: dict[str, Any], blob: bytes) -> tuple[list[str], str]:
     """
     if not blob:
         return [], ""
-    try:
-        z = np.load(io.BytesIO(blob), allow_pickle=False)
-        header = json.loads(z["header"].tobytes())
-    except Exception as exc:  # noqa: BLE001 - any decode failure means unusable state
-        msg = f"checkpointed dispatch state is unreadable ({exc}); delete the state record to start fresh"
-        raise StateError(msg) from None
-    if header.get("version") != DISPATCH_STATE_VERSION:
-        msg = (f"checkpointed dispatch state has format version {header.get('version')}; this pueflow "
-               f"reads version {DISPATCH_STATE_VERSION}. Replay the history or reset the state topic")
-        raise StateError(msg)
+    header, z = unpack(blob, "dispatch state", DISPATCH_STATE_VERSION)
     done = []
     for h in header["sites"]:
         sid = h["id"]

@@ -8,8 +8,6 @@ be restored into a process whose registry numbered them differently.
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
 import numpy as np
@@ -20,6 +18,7 @@ from pueflow.pipeline.energy import NO_TIME
 from pueflow.pipeline.history import SiteHistory
 from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from pueflow.schema.batch import Batch
+from pueflow.schema.blob import pack, unpack
 from pueflow.schema.registry import Registry
 
 #: Bumped whenever the snapshot layout changes.
@@ -142,10 +141,7 @@ class CoreState:
             arrays[pre + "p_series"] = np.searchsorted(ser, pend.series[pm]).astype(np.int32)
             arrays[pre + "p_time"] = pend.time_ns[pm]
             arrays[pre + "p_value"] = pend.value[pm]
-        buf = io.BytesIO()
-        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
-        return buf.getvalue()
+        return pack(header, arrays)
 
 
     def restore(self, blob: bytes) -> list[str]:
@@ -153,16 +149,7 @@ class CoreState:
 
         Series of a restored site that the snapshot does not know start from nothing.
         """
-        try:
-            z = np.load(io.BytesIO(blob), allow_pickle=False)
-            header = json.loads(z["header"].tobytes())
-        except Exception as exc:  # noqa: BLE001 - any decode failure means unusable state
-            msg = f"checkpointed state is unreadable ({exc}); delete the state record to start fresh"
-            raise StateError(msg) from None
-        if header.get("version") != STATE_VERSION:
-            msg = (f"checkpointed state has format version {header.get('version')}; this pueflow "
-                   f"reads version {STATE_VERSION}. Replay the history or reset the state topic")
-            raise StateError(msg)
+        header, z = unpack(blob, "state", STATE_VERSION)
         if header.get("base_ns") != self.base_ns or header.get("windows") != self.windows:
             msg = (f"checkpointed state was made with windows {header.get('windows')}; the config "
                    f"now has {self.windows}. Restore with the old config or reset the state topic")
