@@ -153,9 +153,7 @@ def test_the_oracle_costs_no_more_than_mpc_or_rule(h):
     """Same plant (the LP's planes), same truth: no policy realises less than the oracle plans.
 
     Generated where consuming never pays (prices above the export price, surplus within the
-    export cap): there the LP is exact. Where consuming pays, the most a plant can really
-    consume is a convex model to maximise, which the LP does cell by cell (``sinks``); that
-    case is covered by the hand-built negative-price tests, not by this bound."""
+    export cap): there the LP alone is exact. Where consuming pays see the next test."""
     res = compare(BOUND_SITE, h, ("mpc", "rule", "oracle"), cooling="planes", forecaster="perfect")
     oracle = res["oracle"].objective
     # the LP breaks supply-temperature ties at SUPPLY_TIEBREAK per K·h, which no realised cost counts
