@@ -69,10 +69,12 @@ class SiteDispatch:
                                     "chip limit and supply band against the load)",
                       }.get(res.status, f"LP {res.status}: {res.message}")
             return _fallback(self.model, p, res.status, reason)
-        if exact_sinks:
+        note = ""
+        if exact_sinks:  # failing that (time, solver), the plane-at-a-time re-solves below
             res, note = exact.solve_exact(lp, p, arrays, res, limit)
-        else:
-            res, note = _without_sinks(lp, p, res, limit, self.backend)
+        if not exact_sinks or note:
+            res, more = _without_sinks(lp, p, res, limit, self.backend)
+            note = "; ".join(x for x in (note, more) if x)
         plan = from_lp(lp, p, res)
         if note:
             plan.notes.append(("lp", float(p.n_live), note))
