@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pueflow.optimizers import sinks
+from pueflow.optimizers import exact, sinks
 from pueflow.optimizers.assets import SiteModel
 from pueflow.optimizers.forecast import Forecast
 from pueflow.optimizers.horizon import DispatchState, Problem, make_problem
@@ -47,17 +47,20 @@ class SiteDispatch:
             lp = self._lps[n] = SiteLP(self.model, n)
         return lp
 
-    def solve_lp(self, p: Problem, time_limit_s: float | None = None) -> Plan:
+    def solve_lp(self, p: Problem, time_limit_s: float | None = None, exact_sinks: bool = False) -> Plan:
         """Return the LP's plan for ``p``, or the rule's with the reason the LP could not be used.
 
         Never raises for a failed solve: an error, a time-out (``time_limit_s`` [s], else
         the spec's), infeasibility or a non-finite solution give the rule's plan with
-        ``Plan.status`` and ``Plan.reason`` saying why.
+        ``Plan.status`` and ``Plan.reason`` saying why. With ``exact_sinks`` the steps that
+        dump energy are solved exactly (binaries, :mod:`pueflow.optimizers.exact`) instead of
+        by the plane-at-a-time re-solves of :mod:`pueflow.optimizers.sinks`.
         """
         limit = self.model.spec.time_limit_s if time_limit_s is None else time_limit_s
         try:
             lp = self.lp(p.n)
-            res = solve(lp, lp.assemble(p), limit, self.backend)
+            arrays = lp.assemble(p)
+            res = solve(lp, arrays, limit, self.backend)
         except (ValueError, IndexError, FloatingPointError, MemoryError) as exc:
             return _fallback(self.model, p, "error", f"LP failed: {type(exc).__name__}: {exc}")
         if not res.success:
@@ -66,7 +69,12 @@ class SiteDispatch:
                                     "chip limit and supply band against the load)",
                       }.get(res.status, f"LP {res.status}: {res.message}")
             return _fallback(self.model, p, res.status, reason)
-        res, note = _without_sinks(lp, p, res, limit, self.backend)
+        note = ""
+        if exact_sinks:  # failing that (time, solver), the plane-at-a-time re-solves below
+            res, note = exact.solve_exact(lp, p, arrays, res, limit)
+        if not exact_sinks or note:
+            res, more = _without_sinks(lp, p, res, limit, self.backend)
+            note = "; ".join(x for x in (note, more) if x)
         plan = from_lp(lp, p, res)
         if note:
             plan.notes.append(("lp", float(p.n_live), note))
@@ -87,12 +95,16 @@ class SiteDispatch:
                **kw) -> tuple[Problem, Plan]:
         """Plan with perfect foresight over all of ``truth``: one LP over the whole period.
 
+        Exact where consuming pays (binaries on the steps that dump energy, see ``exact``), so
+        the oracle is a lower bound of every policy.
+
         ``kw`` go to :func:`make_problem` (``sig``, ``cal``, ``end_ns``).
         """
         n = len(truth.pv_kw)
         state = state or DispatchState.initial(self.model)
         p = make_problem(self.model, t0_ns, n, truth, state, **kw)
-        return p, self.solve_lp(p, time_limit_s=max(self.model.spec.time_limit_s, ORACLE_TIME_LIMIT_S))
+        limit = max(self.model.spec.time_limit_s, ORACLE_TIME_LIMIT_S)
+        return p, self.solve_lp(p, time_limit_s=limit, exact_sinks=True)
 
 
 def _without_sinks(lp: SiteLP, p: Problem, res: LPResult, limit_s: float, backend: str) -> tuple[LPResult, str]:

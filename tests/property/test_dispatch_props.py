@@ -153,12 +153,43 @@ def test_the_oracle_costs_no_more_than_mpc_or_rule(h):
     """Same plant (the LP's planes), same truth: no policy realises less than the oracle plans.
 
     Generated where consuming never pays (prices above the export price, surplus within the
-    export cap): there the LP is exact. Where consuming pays, the most a plant can really
-    consume is a convex model to maximise, which the LP does cell by cell (``sinks``); that
-    case is covered by the hand-built negative-price tests, not by this bound."""
+    export cap): there the LP alone is exact. Where consuming pays see the next test."""
     res = compare(BOUND_SITE, h, ("mpc", "rule", "oracle"), cooling="planes", forecaster="perfect")
     oracle = res["oracle"].objective
     # the LP breaks supply-temperature ties at SUPPLY_TIEBREAK per K·h, which no realised cost counts
     tol = SUPPLY_TIEBREAK * (45.0 - 20.0) * H + 1e-6 * max(1.0, abs(oracle))
+    assert oracle <= res["mpc"].objective + tol
+    assert oracle <= res["rule"].objective + tol
+
+
+# where consuming pays: negative prices, an export price above the import price, PV beyond the export cap
+PAYS_SITE = tiny_site(
+    step="1h", horizon="6h", redispatch="1h", it_capacity_kw=500.0, curtailment_cost_per_kwh=0.05,
+    tariff={"export_price_per_kwh": 0.08},
+    grid={"import_limit_kw": 1500.0, "export_limit_kw": 60.0},
+    battery={"energy_kwh": 300.0, "charge_kw": 100.0, "discharge_kw": 100.0, "wear_cost_per_kwh": 0.01},
+    cooling=[{"name": "liquid"}], forecast={"pv_kwp": 1000.0, "wind_kw": 0.0, "firm_it_kw": 300.0})
+H_PAYS = 10
+
+
+@st.composite
+def paying_histories(draw):
+    t = T0 + 3600 * NS * np.arange(H_PAYS)
+    it = draw(series_n(100, 450, H_PAYS))
+    # prices from -0.2 (consuming earns) to 0.3, often below the 0.08 export price; PV up to 2x the load
+    return pl.DataFrame({
+        "time": t, "pv_kw": it * draw(series_n(0, 2.0, H_PAYS)), "wind_kw": 0.0, "it_kw": it,
+        "ambient_c": draw(series_n(0, 40, H_PAYS)), "price_per_kwh": draw(series_n(-0.2, 0.3, H_PAYS)),
+    }).with_columns(pl.col("time").cast(pl.Datetime("ns", "UTC")))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(h=paying_histories())
+def test_the_oracle_is_a_lower_bound_where_consuming_pays(h):
+    """Negative prices, export above import, surplus beyond the cap: the oracle (exact there, with
+    binaries on the steps that dump energy) still costs no more than MPC or the rule."""
+    res = compare(PAYS_SITE, h, ("mpc", "rule", "oracle"), cooling="planes", forecaster="perfect")
+    oracle = res["oracle"].objective
+    tol = SUPPLY_TIEBREAK * (45.0 - 20.0) * H_PAYS + 1e-6 * max(1.0, abs(oracle))
     assert oracle <= res["mpc"].objective + tol
     assert oracle <= res["rule"].objective + tol
