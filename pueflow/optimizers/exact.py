@@ -72,7 +72,7 @@ def _build(lp: SiteLP, a: LPArrays, steps: np.ndarray):
         rhi.append(hi_)
         return len(rlo) - 1
 
-    for t in np.flatnonzero(steps):
+    for t in np.flatnonzero(steps).tolist():  # Python ints: they index dicts and lists below
         for c in range(lp.nc):
             qc = col[f"q{c}"] + t
             prow = row[f"pl{c}"] + np.arange(lp.k) * n + t
@@ -93,7 +93,8 @@ def _build(lp: SiteLP, a: LPArrays, steps: np.ndarray):
             ents.append((r, ids[-1], q_hi))
             r = new_row({}, 1.0, 1.0)
             ents.extend((r, i, 1.0) for i in ids)
-        pairs = [((col["imp"] + t, col["impx"] + t), (col["exp"] + t,))]
+        pairs: list[tuple[tuple[int, ...], tuple[int, ...]]] = [
+            ((col["imp"] + t, col["impx"] + t), (col["exp"] + t,))]
         if lp.has_battery:
             pairs.append(((col["ch"] + t,), (col["dis"] + t,)))
         for one, other in pairs:
