@@ -194,9 +194,23 @@ class SiteModel:
 
     @property
     def max_price(self) -> float:
-        """Highest energy price of the tariff, default or any period [currency/kWh]."""
-        t = self.spec.tariff
-        return max([t.default_price_per_kwh, *(p.price_per_kwh for p in t.periods)])
+        """Scale of the tariff's prices for default penalties [currency/kWh].
+
+        The highest price, but never below the largest magnitude of a negative one: with
+        every price negative a penalty scaled by the highest price would reward what it
+        is meant to punish (and leave the LP unbounded).
+        """
+        return price_scale(self.spec.tariff)
+
+
+def price_scale(tariff: Any) -> float:
+    """Return the highest price, or the largest negative magnitude if that is greater [currency/kWh].
+
+    Default penalties (unmet work, SoC band, terminal target) are scaled by it, so they stay
+    positive and dominate energy cost even when every price of a tariff is negative.
+    """
+    prices = [tariff.default_price_per_kwh, *(p.price_per_kwh for p in tariff.periods)]
+    return max(max(prices), -min(prices), 0.0)
 
 
 def _plant_value(plant: Any, *paths: str) -> float | None:
@@ -326,8 +340,7 @@ def site_model(site: Any, overrides: dict[str, Any] | None = None) -> SiteModel:
     step_s = duration_s(spec.step)
     loops = _loops(spec, cap)
     tariff = spec.tariff
-    prices = [tariff.default_price_per_kwh, *(p.price_per_kwh for p in tariff.periods)]
-    max_price = max(prices)
+    max_price = price_scale(tariff)
     max_co2 = max(spec.carbon.intensity_kg_per_kwh or [site.grid_co2_kg_per_kwh])
     jobs = _jobs(spec, loops, max_price)
     fc = spec.forecast

@@ -90,3 +90,22 @@ def test_the_oracle_equals_brute_force_where_consuming_pays(tariff, price):
     lp_plan = SiteDispatch(m).solve_lp(make_problem(m, T0, N, flat_forecast(N, it_kw=LOAD_KW),
                                                     DispatchState.initial(m)))
     assert lp_plan.objective >= plan.objective - abs(PRICE) * 2 * TOL_KW * N
+
+
+def test_default_penalties_stay_positive_when_every_price_is_negative():
+    """A tariff of negative prices only: the default terminal penalty (the highest price) would
+    be negative and reward missing the target, leaving the LP unbounded; defaults scale by the
+    largest price magnitude instead, so the plan is still an LP plan and keeps the target."""
+    site = tiny_site(
+        horizon=f"{N}h", it_capacity_kw=500.0, aux_fraction=0.0,
+        tariff={"default_price_per_kwh": -0.1, "export_price_per_kwh": 0.0},
+        grid={"import_limit_kw": 1500.0, "export_limit_kw": 50.0},
+        battery={"energy_kwh": 100.0, "charge_kw": 50.0, "discharge_kw": 50.0,
+                 "initial_soc_pct": 50.0, "terminal_soc_pct": 50.0})
+    m = site_model(site)
+    assert m.max_price == pytest.approx(0.1)
+    assert m.battery is not None
+    assert m.battery.terminal_penalty_per_kwh > 0
+    _, plan = SiteDispatch(m).oracle(T0, flat_forecast(N, it_kw=LOAD_KW))
+    assert plan.source == "lp"
+    assert np.isfinite(plan.objective)
