@@ -216,13 +216,30 @@ def _allow_problems(cfg: Config) -> list[tuple[str, object, str]]:
     return problems
 
 
-def kpi_topic_problems(cfg: Config) -> list[tuple[str, object, str]]:
-    """Sites whose windows would reach a KPI topic of another jurisdiction against the rules.
+def kpi_topic_windows(cfg: Config) -> dict[str, frozenset[str]]:
+    """Windows of each site that consume publishes to ``[kafka] kpi_topic``.
 
-    Consume publishes every window of every site it reads to ``[kafka] kpi_topic``; the
-    aggregator reading it lives in ``kpi_topic_jurisdiction``. A site of another
-    jurisdiction may publish there only if the default rule lets its ``kpi`` rows of every
-    configured window cross.
+    Every window of a site in ``kpi_topic_jurisdiction`` (or of every site when it is
+    unset); for a site of another jurisdiction only the windows the default rule lets its
+    ``kpi`` rows cross with (>= ``routing.cross_border_min_window``), none if they may not
+    leave. The aggregate stage builds a fleet window of a scope only when every member site
+    publishes that window, so no scope is ever summed from part of its sites by design.
+    """
+    home = cfg.kafka.kpi_topic_jurisdiction
+    every = frozenset(cfg.pipeline.windows)
+    lim = default_allowance(cfg).min_window_ns.get("kpi")
+    away = frozenset() if lim is None else frozenset(
+        w for w in cfg.pipeline.windows if parse_duration_ns(w) >= lim)
+    return {s.id: every if home is None or s.jurisdiction == home else away for s in cfg.sites}
+
+
+def kpi_topic_problems(cfg: Config) -> list[tuple[str, object, str]]:
+    """Sites of which no window may reach the KPI topic of another jurisdiction.
+
+    Consume publishes to ``[kafka] kpi_topic`` only the windows :func:`kpi_topic_windows`
+    allows (never a window finer than the rule lets cross); the aggregator reading it lives
+    in ``kpi_topic_jurisdiction``. A site of another jurisdiction none of whose configured
+    windows may cross would be missing from every fleet scope it belongs to: refused.
     """
     k = cfg.kafka
     if not k.kpi_topic:
@@ -237,21 +254,21 @@ def kpi_topic_problems(cfg: Config) -> list[tuple[str, object, str]]:
         return []
     a = default_allowance(cfg)
     lim = a.min_window_ns.get("kpi")
-    finest = min(parse_duration_ns(w) for w in cfg.pipeline.windows)
+    sent = kpi_topic_windows(cfg)
     problems: list[tuple[str, object, str]] = []
     for s in cfg.sites:
-        if s.jurisdiction == home:
+        if s.jurisdiction == home or sent[s.id]:
             continue
         where = f"site {s.id!r} ({s.jurisdiction}) -> KPI topic {k.kpi_topic!r} ({home})"
         if lim is None:
             problems.append(("kafka.kpi_topic", k.kpi_topic,
                              f"{where}: kpi rows may not leave {s.jurisdiction} (rule {a.rule}); "
                              f"give {s.jurisdiction} its own KPI topic and aggregator"))
-        elif finest < lim:
+        else:
             problems.append(("pipeline.windows", cfg.pipeline.windows,
-                             f"{where}: its {fmt_duration_ns(finest)} windows would cross a border, "
-                             f"only kpi windows >= {fmt_duration_ns(lim)} may (rule {a.rule}); give "
-                             f"{s.jurisdiction} its own KPI topic and aggregator"))
+                             f"{where}: none of its windows may cross a border, only kpi windows "
+                             f">= {fmt_duration_ns(lim)} may (rule {a.rule}); add such a window "
+                             f"or give {s.jurisdiction} its own KPI topic and aggregator"))
     return problems
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from pueflow.config.models import Config
+from pueflow.config.routing import kpi_topic_windows
 from pueflow.exceptions import StateError
 from pueflow.pipeline.fleet import TOTALS, fleet_frame, fleet_scopes, group_contributions
 from pueflow.units import parse_duration_ns
@@ -47,6 +48,10 @@ class FleetBook:
         self.scopes = fleet_scopes(cfg)
         self.scope_size = {k: len(v) for k, v in self.scopes.items()}
         self.site_scopes = {s.id: [sc for sc, m in self.scopes.items() if s.id in m] for s in cfg.sites}
+        sent = kpi_topic_windows(cfg)
+        #: windows each scope is built at: those every member site publishes to the KPI topic
+        self.scope_windows = {sc: frozenset.intersection(*(sent[m] for m in members))
+                              for sc, members in self.scopes.items()}
         self.win_ns = {w: parse_duration_ns(w) for w in cfg.pipeline.windows}
         self.deadline_ns = deadline_ns
         self.lateness_ns = lateness_ns
@@ -97,6 +102,8 @@ class FleetBook:
                 if tot is None:
                     continue
                 for sc in self.site_scopes[site]:
+                    if w not in self.scope_windows[sc]:
+                        continue
                     rows.append((sc, w, k, site, *tot))
         out = None
         if rows:

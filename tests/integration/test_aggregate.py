@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,13 @@ import pytest
 
 from pueflow.config.load import parse_config
 from pueflow.connectors.kafka import ensure_topics
-from pueflow.connectors.parquet_store import read_store
+from pueflow.connectors.parquet_store import identity_columns, read_store
 from pueflow.modes.produce import produce_frame
 from pueflow.optimizers.dispatcher import Dispatcher
 from pueflow.pipeline.core import Pipeline
 from pueflow.schema.batch import Batch
+from pueflow.sovereignty.audit import AuditLog
+from pueflow.sovereignty.router import Router
 from tests.integration.conftest import ROOT, _stop
 from tests.integration.helpers import (
     _toml,
@@ -71,56 +74,107 @@ def _proc(verb: str, config: Path, log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
+def _fleet_config(tmp_path: Path, broker, names):
+    """config/fleet-4-countries.toml on the test broker, stores in ``tmp_path``, the KPI topic
+    and its aggregator in MA."""
+    doc = tomllib.loads((ROOT / "config" / "fleet-4-countries.toml").read_text())
+    doc["pipeline"].update({"idle_timeout": "3s", "checkpoint_interval": "2s"})
+    doc["kafka"] = {"bootstrap_servers": [broker.bootstrap], "topics": [names.topic],
+                    "group_id": names.group, "format": "json", "timestamp_unit": "ms",
+                    "dlq_topic": names.dlq, "state_topic": names.state,
+                    "kpi_topic": names.topic + ".kpi", "aggregate_group_id": names.group + ".agg",
+                    "kpi_topic_jurisdiction": "MA", "kpi_deadline": "2m", "kpi_allowed_lateness": "1d"}
+    for sink in doc["sinks"]:
+        sink["path"] = str(tmp_path / sink["name"])
+    doc["routing"] = {"audit_log": str(tmp_path / "audit.jsonl")}
+    for site in doc["sites"]:  # the test's TOML writer knows no dates: ISO strings parse the same
+        for g in site.get("guarantees_of_origin", []):
+            g.update({k: g[k].isoformat() for k in ("start", "end")})
+    path = tmp_path / "fleet.toml"
+    path.write_text(_toml(doc))
+    return path, parse_config(doc, str(path))
+
+
+def _expected(cfg, df: pl.DataFrame, tmp_path: Path) -> dict[tuple[str, str], pl.DataFrame]:
+    """The replay's rows each store receives: (sink, measurement) -> rows.
+
+    One aggregator in MA sees the other countries' sites only at windows >= 1 h (the default
+    cross-border rule), so it writes the MA aggregate at every window and the fleet, ES, US
+    and SN aggregates at 1 h and 1 d; a finer aggregate of another country would need an
+    aggregator in that country.
+    """
+    p = Pipeline(cfg, dispatcher=Dispatcher(cfg, "mpc"))
+    keys = list(zip(df["site"].to_list(), df["device"].to_list(), df["point"].to_list(), strict=True))
+    series = np.array([p.registry.id(*k) for k in keys], np.int32)
+    out = p.process(Batch(df["time"].dt.epoch("ns").to_numpy(), series, df["value"].to_numpy()))
+    assert out.fleet is not None
+    assert out.setpoint is not None
+    fleet = out.fleet.filter((pl.col("scope") == "MA") | pl.col("window").is_in(["1h", "1d"]))
+    router = Router(cfg, AuditLog(tmp_path / "replay-audit.jsonl"))
+    want = {}
+    for sink in cfg.sinks:
+        for m, rows in (("kpi", out.kpi), ("fleet", fleet), ("setpoint", out.setpoint)):
+            got = router.rows_for(sink, m, rows)
+            if got is not None:
+                want[(sink.name, m)] = got
+    assert router.refused_total == 0
+    return want
+
+
+def _missing(tmp_path: Path, want: dict) -> list[str]:
+    """(sink, measurement) whose store lacks some row of ``want``."""
+    out = []
+    for (sink, m), rows in want.items():
+        ident = identity_columns(m)
+        try:
+            got = read_store(tmp_path / sink, m)
+        except Exception:  # noqa: BLE001 - the store is still empty
+            out.append(f"{sink}/{m}")
+            continue
+        if rows.select(ident).join(got.select(ident), on=ident, how="anti").height:
+            out.append(f"{sink}/{m}")
+    return out
+
+
 @pytest.mark.parametrize("kill", [False, True], ids=["clean", "sigkill"])
 def test_three_consumers_and_an_aggregator_write_the_replay_rows(broker, names, tmp_path, kill):
-    path, cfg = _config(tmp_path, broker, names)
+    path, cfg = _fleet_config(tmp_path, broker, names)
     ensure_topics(cfg.kafka, {names.topic: (3, {})})
-    df = telemetry(site_ids(3), recent_start(5), 70)
+    sites = [s.id for s in cfg.sites]
+    df = telemetry(sites, recent_start(5), 130, step_s=60)  # two whole hours and a bit
     produce_frame(cfg, df, per_message=4)
-    want, want_sp = _replay(cfg, df)
-    assert want_sp is not None
-    assert want_sp.height > 0
-    assert want is not None
-    assert want.height >= 2 * 30  # the fleet and MA scopes, 1m and 15m windows
+    want = _expected(cfg, df, tmp_path)
+    fleet = want[("ma-local", "fleet")]
+    # the MA aggregate at 1 min and 15 min, every scope at 1 h (two hours)
+    assert fleet.filter(pl.col("window") == "1m").height >= 120
+    assert set(fleet.filter(pl.col("window") == "1h")["scope"]) == {"fleet", "MA", "ES", "US", "SN"}
+    assert set(want[("group", "fleet")]["window"]) == {"1h"}
+    for sink in ("ma-local", "es-local", "us-local", "sn-local"):
+        assert want[(sink, "setpoint")].height > 0, sink
+        assert want[(sink, "kpi")].height > 0, sink
     procs = [_proc("consume", path, tmp_path / f"consume-{i}.log") for i in range(3)]
     procs.append(_proc("aggregate", path, tmp_path / "aggregate.log"))
-    store = tmp_path / "store"
-    keys = ["scope", "window", "time"]
-
-    def have_all() -> bool:
-        try:
-            got = read_store(store, "fleet")
-            sp = read_store(store, "setpoint")
-        except Exception:  # noqa: BLE001 - the store is still empty
-            return False
-        sk = ["time", "site", "asset"]
-        return (want.select(keys).join(got.select(keys), on=keys, how="anti").height == 0
-                and want_sp.select(sk).join(sp.select(sk), on=sk, how="anti").height == 0)
-
     try:
         if kill:  # one consumer and the aggregator, each at a random point, then restarted
             rng = random.Random()
-            for i in (0, 2):
+            for i in (0, 3):
                 time.sleep(rng.uniform(1.0, 6.0))
                 procs[i].kill()
                 procs[i].wait()
                 procs[i] = _proc("consume" if i == 0 else "aggregate", path, tmp_path / f"restart-{i}.log")
-        wait_for(have_all, 240, what="every fleet window and setpoint of the replay in the store")
+        wait_for(lambda: not _missing(tmp_path, want), 300,
+                 what="every kpi, fleet and setpoint row of the replay in its store")
     finally:
         for p in procs:
             _stop(p, 30)
-    got = read_store(store, "fleet")
-    joined = want.join(got, on=keys, how="left", suffix="_got")
-    for col in ("facility_kwh", "it_kwh", "renewable_kwh", "co2_kg", "water_l", "pue", "sites_reporting",
-                "sites_expected"):
-        a, b = joined[col].to_list(), joined[col + "_got"].to_list()
-        assert a == b, col
-    sp = read_store(store, "setpoint")
-    sk = ["time", "site", "asset"]
-    # every setpoint step the replay published is in the store, with the same values
-    js = want_sp.join(sp, on=sk, how="left", suffix="_got")
-    for col in ("battery_kw", "grid_import_kw", "flex_it_cap_kw", "cooling_supply_c", "plan_cost"):
-        assert js[col].to_list() == js[col + "_got"].to_list(), col
+    for (sink, m), rows in want.items():
+        ident = identity_columns(m)
+        got = read_store(tmp_path / sink, m)
+        joined = rows.join(got, on=ident, how="left", suffix="_got")
+        cols = [c for c in rows.columns if c not in ident and c != "run" and c + "_got" in joined.columns]
+        assert cols, (sink, m)
+        for col in cols:
+            assert joined[col].to_list() == joined[col + "_got"].to_list(), (sink, m, col)
 
 
 def test_a_silent_site_closes_at_the_deadline_and_its_late_rows_restate(broker, names, tmp_path):

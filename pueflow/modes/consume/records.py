@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import polars as pl
 
+from pueflow.config.routing import kpi_topic_windows
 from pueflow.pipeline.core import NO_TIME
 from pueflow.schema.rows import Output
 from pueflow.sovereignty.audit import AuditLog, audit_path
@@ -137,13 +138,24 @@ class RecordsMixin:
             self._unflushed_since = now
 
     def _publish_kpi(self) -> None:
-        """Send every site window closed since the last call to the KPI topic, keyed by site."""
+        """Send the site windows closed since the last call to the KPI topic, keyed by site.
+
+        Only those that may reach the topic's jurisdiction
+        (:func:`~pueflow.config.routing.kpi_topic_windows`): every window of a home site,
+        windows >= the cross-border minimum of a foreign one.
+        """
         fleet = self.pipeline.fleet
         fleet.pending.clear()
         if not fleet.tap:
             return
         df = pl.concat(fleet.tap)
         fleet.tap.clear()
+        sent = kpi_topic_windows(self.cfg)
+        df = df.filter(pl.Series([w in sent.get(s, ()) for s, w in
+                                  zip(df["site"].to_list(), df["window"].to_list(), strict=True)],
+                                 dtype=pl.Boolean))
+        if not df.height:
+            return
         self._audit_kpi(df)
         for r in df.iter_rows(named=True):
             self.kpi_out.send_value(orjson.dumps({**r, "run": self.run_tag}), r["site"].encode())

@@ -7,12 +7,16 @@ restatement rules against hand-built site windows.
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import orjson
 import polars as pl
 import pytest
 
 from pueflow.config.load import parse_config
+from pueflow.config.routing import kpi_topic_windows, route_problems
 from pueflow.exceptions import StateError
 from pueflow.modes.aggregate.service import AggregateService
 from pueflow.pipeline.fleet_book import FleetBook
@@ -216,3 +220,42 @@ def test_site_windows_sent_to_another_jurisdictions_kpi_topic_are_audited(broker
     assert {x["sink"] for x in lines} == {"kafka:kpi"}
     assert {s for x in lines for s in x["sites"]} == {"s-c"}
     assert sum(x["rows"] for x in lines) == sum(1 for r in sent if r["site"] == "s-c")
+
+
+def test_a_foreign_site_sends_only_windows_that_may_cross_and_scopes_build_where_all_members_send(
+        broker):
+    """With only 15 min windows allowed across, the ES site sends no 1 min window to the MA
+    topic; MA is aggregated at every window, ES and the fleet at 15 min, each row equal to
+    the single consumer's (replay) row of the same key."""
+    df = telemetry(SITES, minutes=30)
+    n = publish(broker, df)
+    ref = _consume(broker, config(kpi_topic=None), n)
+    broker.committed.clear()
+    for tp in [tp for tp in broker.log if tp.topic == "state"]:
+        broker.log[tp].clear()
+    cfg = config().model_copy(deep=True)
+    cfg.routing.cross_border_min_window = "15m"
+    _consume(broker, cfg, n)
+    kpi = [orjson.loads(r.value) for tp, rs in broker.log.items() if tp.topic == "kpi" for r in rs]
+    assert {r["window"] for r in kpi if r["site"] == "s-c"} == {"15m"}
+    assert {r["window"] for r in kpi if r["site"] != "s-c"} == {"1m", "15m"}
+    out = FleetSinks(broker.events)
+    AggregateService(cfg, sinks=out).run(max_records=len(kpi))
+    want = {k: r for k, r in ref.fleet.items() if k[0] == "MA" or k[1] == "15m"}
+    assert {k[0] for k in want} == {"MA", "ES", "fleet"}
+    assert len([k for k in want if k[1] == "1m"]) >= 25
+    assert set(out.fleet) == set(want)
+    for key, row in want.items():
+        assert out.fleet[key] == row, key
+
+
+def test_check_config_accepts_the_four_country_fleet_with_one_aggregator():
+    doc = tomllib.loads((Path(__file__).parents[3] / "config/fleet-4-countries.toml").read_text())
+    doc["kafka"] = {"topics": ["tel"], "kpi_topic": "kpi", "kpi_topic_jurisdiction": "MA"}
+    cfg = parse_config(doc)
+    assert route_problems(cfg) == []
+    sent = kpi_topic_windows(cfg)
+    assert sent["tetouan-1"] == {"1m", "15m", "1h", "1d"}
+    assert sent["aragon-1"] == sent["dakar-1"] == {"1h", "1d"}
+    cfg.pipeline.windows = ["1m", "15m"]  # no window of the foreign sites may cross
+    assert {p[0] for p in route_problems(cfg)} == {"pipeline.windows"}
