@@ -164,3 +164,20 @@ def configure_json_logging(level: int | str = logging.INFO) -> None:
     root.handlers = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def close_service(consumer: Any, state: Any, producer: Any, sinks: Any,
+                  http: ThreadingHTTPServer | None, health: Health) -> None:
+    """Close a stage's clients and sinks at exit, each best effort, then its HTTP endpoint.
+
+    A failure to close one is logged and the rest are still closed; health ends "stopped".
+    """
+    for close in (lambda: consumer.close(autocommit=False), state.close,
+                  lambda: producer.close(timeout=5), sinks.close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            logging.getLogger(__name__).exception("error while closing")
+    if http is not None:
+        http.shutdown()
+    health.beat("stopped")

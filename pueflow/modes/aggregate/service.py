@@ -24,7 +24,7 @@ from kafka.structs import OffsetAndMetadata
 from pueflow.config.models import Config
 from pueflow.connectors import kafka as kc
 from pueflow.connectors import kafka_state as ks
-from pueflow.connectors.ops import Health, ServiceMetrics, serve
+from pueflow.connectors.ops import Health, ServiceMetrics, close_service, serve
 from pueflow.connectors.sink import SinkSet, build_sinkset
 from pueflow.exceptions import SinkBackpressure, SinkError, StateError
 from pueflow.pipeline.fleet import TOTALS
@@ -249,12 +249,5 @@ class AggregateService:
                 while not self._checkpoint_quietly() and time.monotonic() < deadline:
                     time.sleep(0.5)
         finally:
-            for close in (lambda: self.consumer.close(autocommit=False), self.state.close,
-                          lambda: self.producer.close(timeout=5), self.sinks.close):
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 - best effort at exit
-                    log.exception("error while closing")
-            if self._http is not None:
-                self._http.shutdown()
-            self.health.beat("stopped")
+            close_service(self.consumer, self.state, self.producer, self.sinks, self._http,
+                          self.health)

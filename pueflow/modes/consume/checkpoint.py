@@ -14,6 +14,7 @@ import numpy as np
 from kafka.structs import OffsetAndMetadata
 
 from pueflow.connectors import kafka_state as ks
+from pueflow.connectors.ops import close_service
 from pueflow.exceptions import SinkBackpressure, SinkError, StateError
 
 log = logging.getLogger("pueflow.service")
@@ -229,15 +230,8 @@ class CheckpointMixin:
             if self.owned and not self._broken:
                 self._checkpoint_within(self.drain_timeout_s)
         finally:
-            for close in (lambda: self.consumer.close(autocommit=False), self.state.close,
-                          lambda: self.producer.close(timeout=5), self.sinks.close):
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 - best effort at exit
-                    log.exception("error while closing")
-            if self._http is not None:
-                self._http.shutdown()
-            self.health.beat("stopped")
+            close_service(self.consumer, self.state, self.producer, self.sinks, self._http,
+                          self.health)
             log.info("stopped", extra={"records": self.stats.records, "rows": self.stats.rows,
                                        "dlq": self.stats.dlq})
 
