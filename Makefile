@@ -42,7 +42,7 @@ test: $(VENV)/.full sysdeps
 	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q -p no:cacheprovider -m "not slow" \
 	  tests/unit/pipeline/test_energy.py tests/unit/pipeline/test_screen.py tests/unit/pipeline/test_kpi.py \
 	  tests/unit/connectors/test_line_protocol.py tests/unit/connectors/test_wire.py tests/unit/connectors/test_telegraf_json.py \
-	  tests/property/test_kernels_props.py
+	  tests/property/test_kernels_props.py tests/property/test_ordered_kernels.py
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 
 bench: $(VENV)/.full

@@ -26,21 +26,21 @@ from pueflow.config.models import Config
 from pueflow.pipeline import energy as en
 from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
+from pueflow.pipeline.held import (
+    Buffers,
+    dedup_in_place,
+    order_series,
+    release_in_place,
+)
 from pueflow.pipeline.history import Windows
 from pueflow.pipeline.screen import (
     DISORDERED,
     OK,
-    REPEATS,
+    ORDERED,
     SCREEN_NAMES,
-    append_ok,
     close_time,
-    dedup_ordered,
     note_first,
-    release,
     screen,
-    series_order,
-    site_span,
-    sort_dedup_arrays,
 )
 from pueflow.pipeline.state import CoreState
 from pueflow.pipeline.windows import DAY, rollup, shift_rows, window_end, window_start
@@ -94,6 +94,10 @@ class Pipeline(CoreState):
         self._site_series: list[np.ndarray] = []
         self._scratch = np.empty(0, np.int64)
         self._scratch_i = np.empty(0, np.int64)
+        self._disordered = np.zeros(0, np.bool_)
+        self._lo = np.empty(n_sites, np.int64)
+        self._hi = np.empty(n_sites, np.int64)
+        self._buf = Buffers()
         self.stats = {"readings_in": 0, "readings_ok": 0, "readings_rejected": 0}
 
     def _series_of_site(self) -> list[np.ndarray]:
@@ -117,21 +121,20 @@ class Pipeline(CoreState):
         a = reg.arrays()
         codes = np.empty(len(batch), np.int8)
         future = self.clock_ns() + self.max_future_ns
-        screen(batch.time_ns, batch.series, batch.value, a["site"], a["role"], a["kind"],
-               a["signed"], a["max_kw"], self.site_max_t, self.site_wm, self.grace_ns,
-               future, codes)
+        # the readings still held, then this batch's good ones, in the reused buffer
+        p, buf = self.pending, self._buf
+        m = len(p)
+        buf.readings(m + len(batch))
+        buf.t[:m], buf.s[:m], buf.v[:m] = p.time_ns, p.series, p.value
+        w = screen(batch.time_ns, batch.series, batch.value, a["site"], a["role"], a["kind"],
+                   a["signed"], a["max_kw"], self.site_max_t, self.site_wm, self.grace_ns,
+                   future, codes, buf.t, buf.s, buf.v, m)
+        self.pending = Batch(buf.t[:w], buf.s[:w], buf.v[:w])
         bad = np.flatnonzero(codes != OK)
         self.stats["readings_in"] += len(batch)
         self.stats["readings_ok"] += len(batch) - len(bad)
         self.stats["readings_rejected"] += len(bad)
         quality = [screen_quality(self.registry, self.run, batch, bad, codes)] if len(bad) else []
-        if len(bad) < len(batch):
-            if not len(bad) and not len(self.pending):
-                self.pending = batch
-            else:  # the readings still held, then this batch's good ones: one copy
-                p = self.pending
-                self.pending = Batch(*append_ok(p.time_ns, p.series, p.value, batch.time_ns,
-                                                batch.series, batch.value, codes))
         out = self._advance(quality, final=False)
         out.rejected_index = bad.astype(np.int64)
         out.rejected_reason = [SCREEN_NAMES[int(c)] for c in codes[bad]]
@@ -170,11 +173,13 @@ class Pipeline(CoreState):
         a = reg.arrays()
         p = self.pending
         if len(p):
-            rt, rs, rv, ht, hs, hv = release(p.time_ns, p.series, p.value, a["site"],
-                                             self.site_wm)
-            if len(rt):
+            self._scratch_for(len(reg))
+            w, ht, hs, hv, state = release_in_place(
+                p.time_ns, p.series, p.value, a["site"], self.site_wm, self._scratch,
+                self._disordered, self._lo, self._hi)
+            if w:
                 self.pending = Batch(ht, hs, hv)
-                quality.extend(self._integrate(Batch(rt, rs, rv), a))
+                quality.extend(self._integrate(p.take(slice(0, w)), state, a))
         kpi_rows = self._close_sites(a, quality, final)
         out = Output()
         out.kpi = kpi_rows
@@ -206,37 +211,30 @@ class Pipeline(CoreState):
         wm = int(self.site_wm[i])
         return wm != NO_TIME and wm >= window_end(window, start, tz)
 
-    def _integrate(self, r: Batch, a: dict[str, np.ndarray]) -> list[pl.DataFrame]:
-        quality: list[pl.DataFrame] = []
-        n_series = len(self.registry)
+    def _scratch_for(self, n_series: int) -> None:
         if len(self._scratch) < n_series:
             self._scratch = np.full(n_series, NO_TIME, np.int64)
             self._scratch_i = np.zeros(n_series, np.int64)
-        # the kernel needs each series in time order without repeats; a time-ordered input
-        # has that already (one check pass, nothing copied)
-        state = series_order(r.series, r.time_ns, self._scratch)
+            self._disordered = np.zeros(n_series, np.bool_)
+
+    def _integrate(self, r: Batch, state: int, a: dict[str, np.ndarray]) -> list[pl.DataFrame]:
+        """Integrate released readings (``r``, views of the reused buffer, changed in place)."""
+        quality: list[pl.DataFrame] = []
+        buf = self._buf
+        buf.events(len(r))
+        # the kernel needs each series in time order without repeats: a time-ordered input
+        # has that already; late readings put their series back in order where they stand
         if state == DISORDERED:
-            # a few late readings in a nearly ordered input: a stable sort by time (near
-            # linear on nearly sorted data) puts every series in order again
-            by_time = r.take(np.argsort(r.time_ns, kind="stable"))
-            again = series_order(by_time.series, by_time.time_ns, self._scratch)
-            if again != DISORDERED:
-                r, state = by_time, again
-        ds = None
-        if state == REPEATS:
-            ss, tt, vv, ds, dt, dv = dedup_ordered(r.series, r.time_ns, r.value,
-                                                   self._scratch, self._scratch_i)
-            r = Batch(tt, ss, vv)
-        elif state == DISORDERED:
-            # counting sort by series, dropping repeats (any order: series-major, shuffled)
-            _, _, ss, tt, vv, ds, dt, dv = sort_dedup_arrays(r.series, r.time_ns, r.value,
-                                                             n_series, False)
-            r = Batch(tt, ss, vv)
-        if ds is not None and len(ds):
-            quality.append(quality_rows(self.registry, self.run, Batch(dt, ds, dv), "duplicate"))
+            order_series(r.time_ns, r.series, r.value, self._disordered)
+        if state != ORDERED:
+            w, d = dedup_in_place(r.series, r.time_ns, r.value, self._scratch, self._scratch_i,
+                                  buf.ds, buf.dt, buf.dv)
+            r = r.take(slice(0, w))
+            if d:
+                dup = Batch(buf.dt[:d].copy(), buf.ds[:d].copy(), buf.dv[:d].copy())
+                quality.append(quality_rows(self.registry, self.run, dup, "duplicate"))
         note_first(r.series, r.time_ns, self.first_t)
-        site = a["site"][r.series]
-        lo_t, hi_t = site_span(site, r.time_ns, len(self.cfg.sites))
+        lo_t, hi_t = self._lo, self._hi
         present = np.flatnonzero(hi_t != NO_TIME)
         # a site's first bucket is its earliest reading (later ones can only be newer)
         for i in present[~self.started[present]]:
@@ -249,19 +247,15 @@ class Pipeline(CoreState):
         hi_b = hi_t[present] // self.base_ns
         self._widen(int((hi_b - self.site_b0[present]).max()) + 1)
         self.last_data_b[present] = np.maximum(self.last_data_b[present], hi_b)
-        n = len(r)
-        ev_idx = np.empty(2 * n, np.int64)
-        ev_code = np.empty(2 * n, np.int8)
-        ev_val = np.empty(2 * n, np.float64)
-        kernel = en.integrate_ordered if state != DISORDERED else en.integrate
-        n_ev = kernel(r.time_ns, r.series, r.value, a["kind"], a["register_max"],
+        ev_idx, ev_code, ev_val = buf.ev_idx, buf.ev_code, buf.ev_val
+        n_ev = en.integrate_ordered(r.time_ns, r.series, r.value, a["kind"], a["register_max"],
                             a["jitter"], a["max_gap_ns"], a["max_kw"], a["site"],
                             self.site_b0, self.base_ns, self.last_t, self.last_v,
                             self.spike_run, self.acc_e, self.acc_cov, self.acc_sum,
                             self.acc_n, ev_idx, ev_code, ev_val)
         if n_ev:
             idx, code = ev_idx[:n_ev], ev_code[:n_ev]
-            self._book_events(r, idx, code, site)
+            self._book_events(r, idx, code, a["site"])
             for c, name in en.EVENT_NAMES.items():
                 sel = idx[code == c]
                 if len(sel):
@@ -273,7 +267,7 @@ class Pipeline(CoreState):
         for c, col in EV_COLUMNS.items():
             sel = idx[code == c]
             if len(sel):
-                s = site[sel]
+                s = site[r.series[sel]]
                 slot = r.time_ns[sel] // self.base_ns - self.site_b0[s]
                 np.add.at(self.ev_acc, (s, slot, col), 1)
 

@@ -266,9 +266,10 @@ def integrate_ordered(time_ns, series, value, kind, register_max, jitter, max_ga
 
     Same arguments, rules and result (bit for bit: each series' sums are taken in its own
     time order either way), but the series may interleave in any way as long as each one's
-    readings strictly increase in time (:func:`~pueflow.pipeline.screen.series_order` is
-    ``ORDERED``). No sort by series is needed; power and sensor rules run inline, one
-    reading at a time, so interleaving costs no per-run call.
+    readings strictly increase in time (what :mod:`pueflow.pipeline.held` leaves). No sort
+    by series is needed; power and sensor rules run inline, one reading at a time, so
+    interleaving costs no per-run call. The core uses this form; :func:`integrate` (series
+    in contiguous runs) is the form the kernel benchmark and the rule tests drive.
     """
     n_ev = 0
     for q in range(time_ns.shape[0]):

@@ -19,6 +19,7 @@ from pueflow.pipeline import windows as wn
 from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from tests import naive
 from tests.conftest import NS, T0, Rig, examples
+from tests.unit.pipeline.test_screen import order_dedup
 
 SETTINGS = settings(max_examples=examples(100), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -197,28 +198,30 @@ def test_screen_equals_naive_in_any_pieces(inp, grace, future):
     max_t = np.full(2, en.NO_TIME, np.int64)
     wm = np.full(2, en.NO_TIME, np.int64)
     codes = np.empty(len(rows), np.int8)
+    o_t, o_s, o_v = np.empty(len(rows), np.int64), np.empty(len(rows), np.int32), np.empty(len(rows))
+    w = 0
     for lo, hi in zip([0, *cuts], [*cuts, len(rows)], strict=True):
-        sc.screen(t[lo:hi], s[lo:hi], v[lo:hi], SITE, ROLE, KIND, SIGNED, MAX_KW, max_t, wm,
-                  grace, future, codes[lo:hi])
+        w = sc.screen(t[lo:hi], s[lo:hi], v[lo:hi], SITE, ROLE, KIND, SIGNED, MAX_KW, max_t,
+                      wm, grace, future, codes[lo:hi], o_t, o_s, o_v, w)
     want, want_wm = naive.screen(t, s, v, site_of=SITE, role_of=ROLE, kind_of=KIND,
                                  signed=SIGNED, max_kw=MAX_KW, grace_ns=grace,
                                  future_limit_ns=future)
     assert codes.tolist() == want
     assert {i: int(wm[i]) for i in range(2) if wm[i] != en.NO_TIME} == want_wm
+    good = [i for i, c in enumerate(want) if c == sc.OK]
+    assert o_t[:w].tolist() == t[good].tolist()
+    assert o_s[:w].tolist() == s[good].tolist()
 
 
 @SETTINGS
 @given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6),
                           st.one_of(st.floats(-3, 3), st.sampled_from([math.inf, -math.inf]))),
                 max_size=60))
-def test_sort_dedup_equals_naive(rows):
+def test_order_and_dedup_equal_naive(rows):
     s = np.array([r[0] for r in rows], np.int32)
     t = T0 + np.array([r[1] for r in rows], np.int64)
     v = np.array([r[2] for r in rows], np.float64)
-    kept, dup = sc.sort_dedup(s, t, v, 5)
-    want_kept, want_dup = naive.sort_dedup(s, t, v)
-    assert kept.tolist() == want_kept
-    assert dup.tolist() == want_dup
+    order_dedup(s, t, v, 5)  # asserts the kernels' kept and dropped readings equal naive's
 
 
 @SETTINGS

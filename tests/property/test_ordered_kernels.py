@@ -2,8 +2,9 @@
 
 ``integrate_ordered`` takes readings interleaved across series as a time-ordered file
 delivers them; its accumulators must equal the naive reference (``tests/naive.py``) on
-the same readings, and its events name the same readings. ``series_order`` and
-``dedup_ordered`` are checked against plain-Python definitions.
+the same readings, and its events name the same readings. Releasing held readings, putting each series in time
+order and dropping repeats (:mod:`pueflow.pipeline.held`) are checked step by step against
+plain-Python definitions.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pueflow.pipeline import energy as en
-from pueflow.pipeline import screen as sc
+from pueflow.pipeline import held
+from pueflow.pipeline.screen import DISORDERED, ORDERED, REPEATS
 from tests import naive
 from tests.conftest import NS
 from tests.property.test_kernels_props import SETTINGS, M, kernel_input, rig_for
@@ -53,42 +55,70 @@ def test_integrate_ordered_equals_naive_in_time_major_order(inp, base_ns, rnd):
 
 def _order_by_definition(series, times) -> int:
     last: dict[int, int] = {}
-    out = sc.ORDERED
+    out = ORDERED
     for s, t in zip(series, times, strict=True):
         if s in last and t < last[s]:
-            return sc.DISORDERED
+            return DISORDERED
         if s in last and t == last[s]:
-            out = sc.REPEATS
-        last[s] = t
+            out = REPEATS
+        last[s] = max(t, last.get(s, t))
     return out
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(-3, 3)),
-                max_size=40))
-def test_series_order_and_dedup_ordered(rows):
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 9), st.integers(-3, 3)),
+                max_size=40),
+       st.tuples(st.integers(0, 10), st.integers(0, 10)))
+def test_release_then_order_then_dedup(rows, wm_s):
+    """What the core does with its held readings, step by step against definitions."""
+    site_of = np.array([0, 1, 0, 1], np.int32)
+    wm = np.array(wm_s, np.int64) * NS
     s = np.array([r[0] for r in rows], np.int32)
-    t = T = np.array([r[1] for r in rows], np.int64) * NS
+    t = np.array([r[1] for r in rows], np.int64) * NS
     v = np.array([r[2] for r in rows], np.float64)
-    scratch = np.full(4, en.NO_TIME, np.int64)
-    got = sc.series_order(s, t, scratch)
-    assert got == _order_by_definition(s.tolist(), T.tolist())
-    assert (scratch == en.NO_TIME).all()
-    if got != sc.REPEATS:
+    S, T, V = s.tolist(), t.tolist(), v.tolist()
+    out = [i for i in range(len(S)) if T[i] < wm[site_of[S[i]]]]
+    stay = [i for i in range(len(S)) if i not in out]
+    seen = np.full(4, en.NO_TIME, np.int64)
+    flag = np.zeros(4, np.bool_)
+    lo, hi = np.empty(2, np.int64), np.empty(2, np.int64)
+    w, ht, hs, hv, state = held.release_in_place(t, s, v, site_of, wm, seen, flag, lo, hi)
+    assert (seen == en.NO_TIME).all()
+    # released: compacted to the front in arrival order; held: the rest, in arrival order
+    assert w == len(out)
+    assert list(zip(t[:w].tolist(), s[:w].tolist(), v[:w].tolist(), strict=True)) == [
+        (T[i], S[i], V[i]) for i in out]
+    assert list(zip(ht.tolist(), hs.tolist(), hv.tolist(), strict=True)) == [
+        (T[i], S[i], V[i]) for i in stay]
+    for k in range(2):
+        ts = [T[i] for i in out if site_of[S[i]] == k]
+        assert (lo[k], hi[k]) == ((min(ts), max(ts)) if ts else (np.iinfo(np.int64).max, en.NO_TIME))
+    if not w:
         return
-    ks, kt, kv, ds, dt, dv = sc.dedup_ordered(s, t, v, scratch, np.zeros(4, np.int64))
-    assert (scratch == en.NO_TIME).all()
+    assert state == _order_by_definition([S[i] for i in out], [T[i] for i in out])
+    back = {S[i] for j, i in enumerate(out) for i2 in out[:j] if S[i2] == S[i] and T[i2] > T[i]}
+    assert set(np.flatnonzero(flag).tolist()) == back
+    rt, rs, rv = t[:w], s[:w], v[:w]
+    before_sort = sorted(zip(rs.tolist(), rt.tolist(), rv.tolist(), strict=True))
+    held.order_series(rt, rs, rv, flag)
+    assert not flag.any()
+    assert sorted(zip(rs.tolist(), rt.tolist(), rv.tolist(), strict=True)) == before_sort
+    for k in range(4):  # every series in time order, ties in arrival order
+        sub = [(T[i], j) for j, i in enumerate(out) if S[i] == k]
+        want = [V[out[j]] for _, j in sorted(sub)]
+        assert rv[rs == k].tolist() == want
+        assert np.all(np.diff(rt[rs == k]) >= 0)
+    n = w
+    ds, dt, dv = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n)
+    kw, kd = held.dedup_in_place(rs, rt, rv, seen, np.zeros(4, np.int64), ds, dt, dv)
+    assert (seen == en.NO_TIME).all()
     # by definition: one reading per (series, time), the smallest value; the rest dropped
     groups: dict[tuple[int, int], list[float]] = {}
-    for a, b, c in zip(s.tolist(), t.tolist(), v.tolist(), strict=True):
-        groups.setdefault((a, b), []).append(c)
-    kept = sorted(zip(ks.tolist(), kt.tolist(), kv.tolist(), strict=True))
+    for i in out:
+        groups.setdefault((S[i], T[i]), []).append(V[i])
+    kept = sorted(zip(rs[:kw].tolist(), rt[:kw].tolist(), rv[:kw].tolist(), strict=True))
     assert kept == sorted((a, b, min(vs)) for (a, b), vs in groups.items())
-    dropped = sorted(zip(ds.tolist(), dt.tolist(), dv.tolist(), strict=True))
-    assert dropped == sorted((a, b, x) for (a, b), vs in groups.items()
-                             for x in sorted(vs)[1:])
-    # kept readings stay in arrival order
-    first = {}
-    for i, key in enumerate(zip(s.tolist(), t.tolist(), strict=True)):
-        first.setdefault(key, i)
-    assert list(zip(ks.tolist(), kt.tolist(), strict=True)) == sorted(first, key=first.get)
+    dropped = sorted(zip(ds[:kd].tolist(), dt[:kd].tolist(), dv[:kd].tolist(), strict=True))
+    assert dropped == sorted((a, b, x) for (a, b), vs in groups.items() for x in sorted(vs)[1:])
+    for k in range(4):  # each series strictly increasing now: what integrate_ordered needs
+        assert np.all(np.diff(rt[:kw][rs[:kw] == k]) > 0)

@@ -1,5 +1,6 @@
-"""``screen.screen`` (lateness, future/unknown/invalid/spike codes), ``sort_dedup`` and
-``close_time`` against ``tests/naive.py``. Runs with and without NUMBA_DISABLE_JIT."""
+"""``screen.screen`` (lateness, future/unknown/invalid/spike codes, good readings appended),
+the order + dedup path of :mod:`pueflow.pipeline.held` and ``close_time`` against
+``tests/naive.py``. Runs with and without NUMBA_DISABLE_JIT."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from pueflow.pipeline import held
 from pueflow.pipeline import screen as sc
 from tests import naive
 from tests.conftest import NS
@@ -30,8 +32,17 @@ def run_screen(t, s, v, grace_ns=0, max_t=None, wm=None):
     max_t = np.full(2, NO_TIME, np.int64) if max_t is None else max_t
     wm = np.full(2, NO_TIME, np.int64) if wm is None else wm
     codes = np.empty(len(t), np.int8)
-    sc.screen(t, s, v, SITE, ROLE, KIND, SIGNED, MAX_KW, max_t, wm, grace_ns, FUTURE_LIMIT,
-              codes)
+    # two readings already held sit in front of the buffer; the good ones follow them
+    o_t, o_s, o_v = np.full(len(t) + 2, -1, np.int64), np.zeros(len(t) + 2, np.int32), np.zeros(len(t) + 2)
+    o_t[:2] = [7, 8]
+    w = sc.screen(t, s, v, SITE, ROLE, KIND, SIGNED, MAX_KW, max_t, wm, grace_ns, FUTURE_LIMIT,
+                  codes, o_t, o_s, o_v, 2)
+    good = np.array(codes) == sc.OK
+    assert w == 2 + good.sum()
+    assert o_t[:2].tolist() == [7, 8]
+    assert o_t[2:w].tolist() == t[good].tolist()
+    assert o_s[2:w].tolist() == s[good].tolist()
+    np.testing.assert_array_equal(o_v[2:w], v[good])
     want, want_wm = naive.screen(t, s, v, site_of=SITE, role_of=ROLE, kind_of=KIND,
                                  signed=SIGNED, max_kw=MAX_KW, grace_ns=grace_ns,
                                  future_limit_ns=FUTURE_LIMIT)
@@ -106,34 +117,67 @@ def test_state_carries_across_calls():
     wm = np.full(2, NO_TIME, np.int64)
     run_screen([100 * NS], [0], [1.0], grace_ns=10 * NS, max_t=max_t, wm=wm)
     codes = np.empty(2, np.int8)
-    sc.screen(np.array([89 * NS, 90 * NS]), np.array([0, 0], np.int32), np.ones(2), SITE,
-              ROLE, KIND, SIGNED, MAX_KW, max_t, wm, 10 * NS, FUTURE_LIMIT, codes)
+    o_t, o_s, o_v = np.empty(2, np.int64), np.empty(2, np.int32), np.empty(2)
+    w = sc.screen(np.array([89 * NS, 90 * NS]), np.array([0, 0], np.int32), np.ones(2), SITE,
+                  ROLE, KIND, SIGNED, MAX_KW, max_t, wm, 10 * NS, FUTURE_LIMIT, codes,
+                  o_t, o_s, o_v, 0)
     assert codes.tolist() == [sc.LATE, sc.OK]
+    assert (w, o_t[0]) == (1, 90 * NS)
 
 
-# --------------------------------------------------------------------------- sort_dedup
+# --------------------------------------------------------------------------- order + dedup
 
 
-def dedup(s, t, v, n_series=8):
+def order_dedup(s, t, v, n_series=8):
+    """Released readings through ``order_series`` + ``dedup_in_place`` (what the core does).
+
+    Returns ``(kept, dropped)`` as indices into the input: kept in the order the kernels
+    leave them, dropped sorted; checked against ``naive.sort_dedup``.
+    """
     s = np.asarray(s, np.int32)
     t = np.asarray(t, np.int64)
     v = np.asarray(v, np.float64)
-    kept, dup = sc.sort_dedup(s, t, v, n_series)
+    n = len(s)
+    # tag each reading by its index in the value's place, so the result names the input
+    ks, kt, kv = s.copy(), t.copy(), np.arange(n, dtype=np.float64)
+    flag = np.zeros(n_series, np.bool_)
+    for a in range(n):  # a series is flagged when it goes back in time
+        flag[s[a]] |= any(s[b] == s[a] and t[b] > t[a] for b in range(a))
+    held.order_series(kt, ks, kv, flag)
+    assert not flag.any()
+    for k in range(n_series):  # each series now in time order, ties in arrival order
+        idx = kv[ks == k].astype(int)
+        assert sorted(idx.tolist(), key=lambda i: (t[i], i)) == idx.tolist()
+    # dedup compares values: run it on the real values in the ordered arrangement
+    order = kv.astype(int)
+    vals = v[order].copy()
+    last_t = np.full(n_series, NO_TIME, np.int64)
+    ds, dt, dv = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n)
+    w, d = held.dedup_in_place(ks, kt, vals, last_t, np.zeros(n_series, np.int64), ds, dt, dv)
+    assert (last_t == NO_TIME).all()
     want_kept, want_dup = naive.sort_dedup(s, t, v)
-    assert kept.tolist() == want_kept
-    assert dup.tolist() == want_dup
-    return kept.tolist(), dup.tolist()
+    def rows(a, b, c):  # comparable rows: NaN != NaN, so values compare by repr
+        return sorted((int(x), int(y), repr(float(z))) for x, y, z in zip(a, b, c, strict=True))
+
+    assert rows(ks[:w], kt[:w], vals[:w]) == rows(s[want_kept], t[want_kept], v[want_kept])
+    assert rows(ds[:d], dt[:d], dv[:d]) == rows(s[want_dup], t[want_dup], v[want_dup])
+    return want_kept, want_dup
 
 
-def test_sort_dedup_empty():
+def dedup(s, t, v, n_series=8):
+    """Naive kept/dropped indices, after checking the kernels agree with them."""
+    return order_dedup(s, t, v, n_series)
+
+
+def test_dedup_empty():
     assert dedup([], [], []) == ([], [])
 
 
-def test_sort_dedup_sorted_input_is_identity():
+def test_dedup_sorted_input_is_identity():
     assert dedup([0, 0, 1, 1], [1, 2, 1, 5], [1.0, 2.0, 3.0, 4.0]) == ([0, 1, 2, 3], [])
 
 
-def test_sort_dedup_unsorted():
+def test_dedup_unsorted():
     s = [2, 0, 1, 0, 2, 1]
     t = [5, 9, 3, 2, 1, 4]
     kept, dup = dedup(s, t, [1.0] * 6)
@@ -157,7 +201,7 @@ def test_duplicates_across_series_are_not_duplicates():
     assert dedup([0, 1], [4, 4], [2.0, 2.0]) == ([0, 1], [])
 
 
-def test_sort_dedup_inf():
+def test_dedup_inf():
     kept, dup = dedup([0, 0, 0], [1, 1, 0], [math.inf, -math.inf, 1.0])
     assert kept == [2, 1]
     assert dup == [0]
@@ -167,7 +211,7 @@ def test_sort_dedup_inf():
 def test_nan_duplicate_choice_does_not_depend_on_arrival_order(vals):
     """"Among duplicates the smallest value is kept, so the choice does not depend on
     arrival order": a NaN duplicate must not win just because it arrived first."""
-    kept, _ = sc.sort_dedup(np.zeros(2, np.int32), np.zeros(2, np.int64), np.array(vals), 1)
+    kept, _ = dedup(np.zeros(2, np.int32), np.zeros(2, np.int64), np.array(vals), 1)
     assert np.array(vals)[kept].tolist() == [1.0]
 
 
