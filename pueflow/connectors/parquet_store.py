@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,8 @@ except ImportError:  # pragma: no cover - not POSIX
 ParquetCompression = Literal["lz4", "uncompressed", "snappy", "gzip", "brotli", "zstd"]
 FILE = "part-0.parquet"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+#: Partition files written at once by a flush.
+WRITERS = 4
 
 
 def partition_column(measurement: str) -> str:
@@ -90,21 +93,37 @@ class ParquetStore:
             If a partition cannot be written; the rows stay buffered, and since merging is
             idempotent the next flush simply tries again.
         """
+        jobs = []
         for measurement in list(self._buf):
             df = _normalise(measurement, pl.concat(self._buf[measurement], how="diagonal_relaxed"))
             part = partition_column(measurement)
             groups = df.with_columns(pl.col(TIME).dt.date().alias("__date")).partition_by(
                 [part, "__date"], as_dict=True, maintain_order=True)
-            try:
-                for (value, date), rows in groups.items():
-                    folder = (self.path / f"measurement={measurement}" / f"{part}={_segment(value)}"
-                              / f"date={date.isoformat() if date else NULL_PARTITION}")
-                    self._merge(measurement, folder, rows.drop("__date"))
-            except (OSError, pl.exceptions.PolarsError) as exc:
-                msg = f"sink {self.name!r}: cannot write {measurement} under {self.path}: {exc}"
-                raise SinkError(msg) from exc
-            del self._buf[measurement]
-            self.rows_written += df.height
+            for (value, date), rows in groups.items():
+                folder = (self.path / f"measurement={measurement}" / f"{part}={_segment(value)}"
+                          / f"date={date.isoformat() if date else NULL_PARTITION}")
+                jobs.append((measurement, folder, rows.drop("__date")))
+        if not jobs:
+            self._buf.clear()
+            return
+        # partitions are independent files and polars writes outside the GIL: in parallel
+        with ThreadPoolExecutor(max_workers=min(len(jobs), WRITERS)) as pool:
+            done = list(pool.map(self._try_merge, jobs))
+        errors = [(m, exc) for (m, _, _), exc in zip(jobs, done, strict=True) if exc is not None]
+        for measurement in list(self._buf):
+            if measurement not in {m for m, _ in errors}:
+                self.rows_written += sum(df.height for df in self._buf.pop(measurement))
+        if errors:
+            measurement, exc = errors[0]
+            msg = f"sink {self.name!r}: cannot write {measurement} under {self.path}: {exc}"
+            raise SinkError(msg) from exc
+
+    def _try_merge(self, job: tuple[str, Path, pl.DataFrame]) -> Exception | None:
+        try:
+            self._merge(*job)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            return exc
+        return None
 
     def close(self) -> None:
         """Flush; the store holds no other resources."""
