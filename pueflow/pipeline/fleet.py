@@ -24,17 +24,8 @@ COOLING = [i for r, i in R.items() if r.startswith("cooling.")]
 
 
 def site_totals(energy: np.ndarray, metered: np.ndarray, co2: float) -> np.ndarray:
-    """(facility, it, renewable, grid CO2 kg, water L) of one site window."""
-    it = energy[R["it"]]
-    if metered[R["facility"]]:
-        fac = energy[R["facility"]]
-    else:
-        fac = it + energy[COOLING].sum() + energy[R["electrical_losses"]] + energy[R["other"]]
-    onsite = energy[R["pv"]] + energy[R["wind"]]
-    # contracted (ppa) supply counts as renewable, never against the grid estimate
-    ren = onsite + energy[R["ppa"]]
-    grid = energy[R["grid_import"]] if metered[R["grid_import"]] else max(fac - onsite, 0.0)
-    return np.array([fac, it, ren, grid * co2, energy[R["water_l"]]])
+    """(facility, it, renewable, grid CO2 kg, water L) of one site window [kWh, kg, L]."""
+    return site_totals_many(np.asarray(energy)[None, :], metered, co2)[0]
 
 
 def fleet_row(totals: np.ndarray) -> dict[str, float | None]:
@@ -164,6 +155,20 @@ def fleet_frame(done: pl.DataFrame, run: str, scope_size: dict[str, int]) -> pl.
 
 
 def site_totals_many(energy: np.ndarray, metered: np.ndarray, co2: float) -> np.ndarray:
-    """Vectorised :func:`site_totals` over rows of [k, roles] energies -> [k, 5]."""
-    return np.stack([site_totals(e, metered, co2) for e in energy]) if len(energy) else \
-        np.zeros((0, 5))
+    """(facility, it, renewable, grid CO2 kg, water L) of each row of [k, roles] energies.
+
+    Facility is its meter where there is one, else IT + cooling + losses + other; renewable
+    is on-site PV and wind plus contracted (``ppa``) supply, which never counts against the
+    grid estimate (grid import where metered, else facility minus on-site generation).
+    Returns [k, 5] [kWh, kWh, kWh, kg, L].
+    """
+    e = np.asarray(energy, np.float64).reshape(-1, len(R))
+    it = e[:, R["it"]]
+    if metered[R["facility"]]:
+        fac = e[:, R["facility"]]
+    else:
+        fac = it + e[:, COOLING].sum(axis=1) + e[:, R["electrical_losses"]] + e[:, R["other"]]
+    onsite = e[:, R["pv"]] + e[:, R["wind"]]
+    ren = onsite + e[:, R["ppa"]]
+    grid = e[:, R["grid_import"]] if metered[R["grid_import"]] else np.maximum(fac - onsite, 0.0)
+    return np.column_stack([fac, it, ren, grid * co2, e[:, R["water_l"]]])
