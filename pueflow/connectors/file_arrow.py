@@ -8,6 +8,8 @@ point) dictionary columns to series ids in one vectorised gather.
 from __future__ import annotations
 
 import difflib
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,7 +67,9 @@ class Keys:
 
     A dense lookup table over the product of the three dictionaries turns the index
     columns into ids with one gather; it is rebuilt only when a dictionary changes and
-    Python only touches keys not seen before.
+    Python only touches keys not seen before. :meth:`known` may run on a reading thread
+    (it never registers); :meth:`series` registers new keys and runs where the registry
+    is used.
     """
 
     MAX_LUT = 1 << 25
@@ -76,11 +80,32 @@ class Keys:
         self._values: list[list[str]] = []
         self._lut: np.ndarray | None = None
         self._shape = (0, 0, 0)
+        self._lock = threading.Lock()
+
+    def _same_dicts(self, dicts: tuple[pa.Array, ...]) -> bool:
+        return self._dicts is not None and all(
+            a.equals(b) for a, b in zip(dicts, self._dicts, strict=True))
+
+    def known(self, cols: list[pa.DictionaryArray]) -> np.ndarray | None:
+        """Series ids [int32] of the rows when every key has one already, else None."""
+        with self._lock:
+            if self._lut is None or not self._same_dicts(tuple(c.dictionary for c in cols)):
+                return None
+            _, nd, np_ = self._shape
+            idx = [c.indices.to_numpy(zero_copy_only=False) for c in cols]
+            sid = np.empty(len(idx[0]), np.int32)
+            if _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, np.zeros(0, np.bool_)):
+                return None
+            return sid
 
     def series(self, cols: list[pa.DictionaryArray]) -> np.ndarray:
         """Series ids [int32] of dictionary-encoded (site, device, point) columns."""
+        with self._lock:
+            return self._series(cols)
+
+    def _series(self, cols: list[pa.DictionaryArray]) -> np.ndarray:
         dicts = tuple(c.dictionary for c in cols)
-        if self._dicts is None or not all(a.equals(b) for a, b in zip(dicts, self._dicts, strict=True)):
+        if not self._same_dicts(dicts):
             self._dicts = dicts
             self._values = [d.to_pylist() for d in dicts]
             self._shape = (len(dicts[0]), len(dicts[1]), len(dicts[2]))
@@ -196,13 +221,31 @@ def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.nd
     return np.where(ok, t, 0) * mult if mult != 1 else t, ok
 
 
-def to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[str, str],
-              errors: list[tuple[int, str]]) -> Batch:
-    """Arrow rows of the canonical form -> Batch; rows with a null key are reported."""
+@dataclass(slots=True)
+class Prepared:
+    """One record batch turned into arrays, before any key is registered.
+
+    Built by :func:`prepare` (safe on a reading thread); :func:`finish` makes the Batch.
+    """
+
+    time_ns: np.ndarray
+    value: np.ndarray
+    cols: list[pa.DictionaryArray]
+    sid: np.ndarray | None
+    offset: int
+    bad: np.ndarray | None = None
+    site_null: np.ndarray | None = None
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[str, str]
+            ) -> Prepared:
+    """Arrow rows of the canonical form -> arrays and known ids; rows with a null key noted."""
     n = rb.num_rows
     names = rb.schema.names
     time_ns, t_ok = time_ns_of(path, rb.column("time"), offset, ctx.mult)
     cols, bad, site_null = [], None, None
+    errors: list[tuple[int, str]] = []
     if not t_ok.all():
         bad = ~t_ok
         raw = rb.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -228,12 +271,27 @@ def to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[s
         v = v.cast(pa.float64(), safe=False)
     if v.null_count:
         v = pc.fill_null(v, np.nan)
-    batch = Batch(time_ns, ctx.keys.series(cols), v.to_numpy(zero_copy_only=False))
-    if bad is not None:
-        batch = batch.take(~bad)
+    return Prepared(time_ns, v.to_numpy(zero_copy_only=False), cols, ctx.keys.known(cols),
+                    offset, bad, site_null, errors)
+
+
+def finish(p: Prepared, ctx: Ctx, errors: list[tuple[int, str]]) -> Batch:
+    """Batch of a :func:`prepare` d record batch: new keys registered, refused rows dropped."""
+    sid = p.sid if p.sid is not None else ctx.keys.series(p.cols)
+    batch = Batch(p.time_ns, sid, p.value)
+    errors.extend(p.errors)
+    if p.bad is not None:
+        batch = batch.take(~p.bad)
         errors.sort()
-        _note_sites(ctx, cols[0], bad if site_null is None else bad & ~site_null, offset)
+        _note_sites(ctx, p.cols[0], p.bad if p.site_null is None else p.bad & ~p.site_null,
+                    p.offset)
     return ctx.window(batch)
+
+
+def to_batch(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[str, str],
+             errors: list[tuple[int, str]]) -> Batch:
+    """Arrow rows of the canonical form -> Batch; rows with a null key are reported."""
+    return finish(prepare(path, rb, offset, ctx, hive), ctx, errors)
 
 
 def _note_sites(ctx: Ctx, site: pa.DictionaryArray, rows: np.ndarray, offset: int) -> None:

@@ -25,8 +25,11 @@ from pueflow.connectors.file_arrow import (
     COLUMNS,
     KEY_COLUMNS,
     Ctx,
+    Prepared,
     check_schema,
+    finish,
     missing_message,
+    prepare,
     to_batch,
 )
 from pueflow.connectors.wire import decode_json, decode_line_chunk, unit_ns
@@ -117,7 +120,7 @@ def _read_parquet(path: Path, ctx: Ctx, hive: dict[str, str]):
     total = max(pf.metadata.num_rows, 1)
     size = path.stat().st_size
 
-    def batches() -> Iterator[tuple[pa.RecordBatch, int]]:
+    def batches() -> Iterator[tuple[int, int, Prepared]]:
         for rg, offset in _row_groups(pf, ctx):
             it = pf.iter_batches(batch_size=ctx.chunk_rows, row_groups=[rg], columns=columns)
             while True:
@@ -131,14 +134,15 @@ def _read_parquet(path: Path, ctx: Ctx, hive: dict[str, str]):
                            f"file is corrupt or truncated ({exc}); export it again or move "
                            "it out of the input")
                     raise InputFormatError(str(path), msg, row=offset + 1) from None
-                yield rb, offset
+                yield rb.num_rows, offset, prepare(path, rb, offset, ctx, hive)
                 offset += rb.num_rows
 
-    # decoding (pyarrow, GIL released) runs ahead on a thread; ids are assigned here
-    for rb, offset in read_ahead(batches()):
+    # decoding, time and value columns and known keys' ids (pyarrow and numba, GIL
+    # released) run ahead on a thread; new keys are registered here, where the core runs
+    for rows, offset, prepared in read_ahead(batches()):
         errors: list[tuple[int, str]] = []
-        batch = to_batch(path, rb, offset, ctx, hive, errors)
-        yield batch, rb.num_rows, size * (offset + rb.num_rows) // total, errors
+        batch = finish(prepared, ctx, errors)
+        yield batch, rows, size * (offset + rows) // total, errors
 
 
 # --------------------------------------------------------------------------- csv
