@@ -71,14 +71,19 @@ class FleetAggregator:
         tot = site_totals_many(energy, metered, site.grid_co2_kg_per_kwh)
         scopes = [sc for sc, members in self.scopes.items() if site.id in members]
         k = len(keys)
-        if self.tap is not None and k:
+        if not k:
+            return
+        if self.tap is not None:
             self.tap.append(pl.DataFrame({
                 "window": [window] * k, "time": keys, "site": [site.id] * k,
                 **{name: tot[:, j] for j, name in enumerate(self._TOTALS)}}))
-        for sc in scopes:
+        if scopes:  # one frame for every scope the site belongs to
+            n = len(scopes)
             self.pending.append(pl.DataFrame({
-                "scope": [sc] * k, "window": [window] * k, "time": keys, "site": [site.id] * k,
-                **{name: tot[:, j] for j, name in enumerate(self._TOTALS)}}))
+                "scope": np.repeat(np.array(scopes, dtype=object), k).tolist(),
+                "window": [window] * (n * k), "time": np.tile(keys, n),
+                "site": [site.id] * (n * k),
+                **{name: np.tile(tot[:, j], n) for j, name in enumerate(self._TOTALS)}}))
 
     def flush(self, final: bool, passed: Callable[[str, str, int], bool] | None = None
               ) -> pl.DataFrame | None:

@@ -65,8 +65,8 @@ def kpi_frame(cfg: Config, metered: np.ndarray, run: str, blocks: list[Windows],
     means = np.concatenate([b.means for b in blocks])
     for name, j in SENSOR_COLUMNS:
         cols[name] = means[:, j]
-    df = pl.DataFrame(cols).with_columns(pl.col("time").dt.replace_time_zone("UTC"))
-    df = df.fill_nan(None)
+    df = pl.DataFrame(cols, nan_to_null=True).with_columns(
+        pl.col("time").dt.replace_time_zone("UTC"))
     data_rows = (np.concatenate([b.den for b in blocks]) > 0) & (cover > 0)
     for flag, kind in ((kp.FLAG_NON_POSITIVE_IT, "non_positive_it"),
                        (kp.FLAG_BETTER_THAN_PERFECT, "better_than_perfect")):
