@@ -49,17 +49,12 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi):
         or :data:`DISORDERED` for the released ones.
     """
     n = t.shape[0]
-    n_held = 0
-    for i in range(n):
-        if t[i] >= site_wm[site_of[s[i]]]:
-            n_held += 1
     lo[:] = np.iinfo(np.int64).max
     hi[:] = _NO_TIME
-    if n_held == n:
-        return 0, t, s, v, ORDERED
-    ht = np.empty(n_held, np.int64)
-    hs = np.empty(n_held, np.int32)
-    hv = np.empty(n_held, np.float64)
+    # room for every reading; only the held ones are written (the rest is never touched)
+    ht = np.empty(n, np.int64)
+    hs = np.empty(n, np.int32)
+    hv = np.empty(n, np.float64)
     w = 0
     h = 0
     state = ORDERED
@@ -93,7 +88,9 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi):
             hi[site] = ti
     for i in range(w):
         seen[s[i]] = _NO_TIME
-    return w, ht, hs, hv, state
+    if w == 0:
+        return 0, t, s, v, ORDERED
+    return w, ht[:h].copy(), hs[:h].copy(), hv[:h].copy(), state
 
 
 @njit
@@ -105,16 +102,13 @@ def order_series(t, s, v, disordered):
     Resets ``disordered`` [bool, per series] to all False.
     """
     n = t.shape[0]
+    pos = np.empty(n, np.int64)
     m = 0
     for i in range(n):
         if disordered[s[i]]:
+            pos[m] = i
             m += 1
-    pos = np.empty(m, np.int64)
-    k = 0
-    for i in range(n):
-        if disordered[s[i]]:
-            pos[k] = i
-            k += 1
+    pos = pos[:m]
     perm = pos[np.argsort(t[pos], kind="mergesort")]
     nt = t[perm]
     ns = s[perm]
