@@ -39,13 +39,16 @@ def build_config(meters: list[dict], *, windows=("1m", "15m", "1h", "1d"), grace
                          "sites": sites})
 
 
-def run(cfg: Config, batches: list[tuple], keys=None, *, finalize=True, clock_ns=FAR_CLOCK):
+def run(cfg: Config, batches: list[tuple], keys=None, *, finalize=True, clock_ns=FAR_CLOCK,
+        defer=False):
     """Feed ``batches`` of ``(time_ns, keys, value)`` rows to a fresh pipeline.
 
     ``keys`` (site, device, point) are registered first, in the given order, so series ids
-    do not depend on arrival order. Returns ``(pipeline, outputs)``.
+    do not depend on arrival order; ``defer`` sets the pipeline's ``defer_rows`` (what
+    replay does). Returns ``(pipeline, outputs)``.
     """
     p = Pipeline(cfg, clock_ns=clock_ns)
+    p.defer_rows = defer
     for k in keys or ():
         p.registry.id(*k)
     outs = []

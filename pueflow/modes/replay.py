@@ -142,6 +142,33 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
     parts: dict[str, list[pl.DataFrame]] = {m: [] for m in ("kpi", "quality", "setpoint", "fleet")}
     known = {s.id for s in cfg.sites}
     local = local_store(sinks)
+    try:
+        _drive(pipe, chunks, parts, sinks, known, local, on_chunk)
+    except BaseException:
+        if pipe.defer_rows:  # what was complete reaches the store before the error surfaces
+            out = pipe.flush_deferred()
+            _collect(parts, out)
+            if sinks is not None:
+                sinks.write(out)
+        raise
+    out = pipe.finalize()
+    _collect(parts, out)
+    if sinks is not None:
+        sinks.write(out)
+        sinks.flush()
+    return ReplayResult(
+        kpi=_concat(parts["kpi"]), quality=_concat(parts["quality"]),
+        setpoint=_concat(parts["setpoint"]), fleet=_concat(parts["fleet"]),
+        readings=pipe.stats["readings_in"], rejected=pipe.stats["readings_rejected"],
+        seconds=time.perf_counter() - t0,
+        sinks=[s.name for s, _ in sinks.pairs] if sinks else [],
+        sink_rows={s.name: dict(getattr(s, "rows", {})) for _, s in sinks.pairs} if sinks else {},
+    )
+
+
+def _drive(pipe: Pipeline, chunks: Iterable[Any], parts: dict[str, list[pl.DataFrame]],
+           sinks: SinkSet | None, known: set[str], local: Any,
+           on_chunk: Callable[[Any], None] | None) -> None:
     for chunk in chunks:
         out = pipe.process(chunk.batch)
         errors = getattr(chunk, "errors", None)
@@ -162,19 +189,6 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
             sinks.write(out)
         if on_chunk is not None:
             on_chunk(chunk)
-    out = pipe.finalize()
-    _collect(parts, out)
-    if sinks is not None:
-        sinks.write(out)
-        sinks.flush()
-    return ReplayResult(
-        kpi=_concat(parts["kpi"]), quality=_concat(parts["quality"]),
-        setpoint=_concat(parts["setpoint"]), fleet=_concat(parts["fleet"]),
-        readings=pipe.stats["readings_in"], rejected=pipe.stats["readings_rejected"],
-        seconds=time.perf_counter() - t0,
-        sinks=[s.name for s, _ in sinks.pairs] if sinks else [],
-        sink_rows={s.name: dict(getattr(s, "rows", {})) for _, s in sinks.pairs} if sinks else {},
-    )
 
 
 def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None = None,
@@ -211,6 +225,9 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
         dispatcher = Dispatcher(cfg, policy=dispatch)
     sinks = count_rows(build_sinkset(cfg, run, out_dir)) if write else None
     pipe = Pipeline(cfg, registry, run=run, dispatcher=dispatcher)
+    # the store is written at the end anyway: KPI and fleet frames are built once, then
+    # (a dispatcher plans on each call's KPI rows, so with one they come per call)
+    pipe.defer_rows = dispatcher is None
     order = None if as_streamed else EventOrder(memory_mb, spill_dir, chunk_rows)
     if order is not None:
         # a time-ordered or nearly ordered input (checked on the Parquet time column alone)

@@ -53,6 +53,8 @@ from pueflow.units import parse_duration_ns
 NO_TIME = en.NO_TIME
 N_ROLES = len(ALL_ROLES)
 EV_COLUMNS = {en.EV_ROLLOVER: 0, en.EV_RESET: 1, en.EV_GAP: 2}
+#: With ``defer_rows``, rows are built once this many windows wait (memory stays bounded).
+DEFER_WINDOWS = 50_000
 
 
 class Pipeline(CoreState):
@@ -98,6 +100,11 @@ class Pipeline(CoreState):
         self._lo = np.empty(n_sites, np.int64)
         self._hi = np.empty(n_sites, np.int64)
         self._buf = Buffers()
+        #: True: complete windows wait in ``_deferred`` and their KPI and fleet rows are
+        #: built once, by :meth:`finalize` (replay without dispatch: the rows are the same,
+        #: the per-call frame building is not)
+        self.defer_rows = False
+        self._deferred: list[Windows] = []
         self.stats = {"readings_in": 0, "readings_ok": 0, "readings_rejected": 0}
 
     def _series_of_site(self) -> list[np.ndarray]:
@@ -183,7 +190,8 @@ class Pipeline(CoreState):
         kpi_rows = self._close_sites(a, quality, final)
         out = Output()
         out.kpi = kpi_rows
-        out.fleet = self.fleet.flush(final, self._site_passed)
+        out.fleet = None if self.defer_rows and not final else self.fleet.flush(
+            final, self._site_passed)
         if self.dispatcher is not None and kpi_rows is not None and kpi_rows.height:
             sp, q = self.dispatcher.on_kpi(kpi_rows)
             out.setpoint = sp
@@ -262,6 +270,23 @@ class Pipeline(CoreState):
                     quality.append(quality_rows(self.registry, self.run, r.take(sel), name, ev_val[:n_ev][code == c]))
         return quality
 
+    def _take_deferred(self) -> list[Windows]:
+        blocks, self._deferred = self._deferred, []
+        for b in blocks:
+            self.fleet.add_many(self.cfg.sites[b.site], b.window, b.start, b.e,
+                                self.metered[b.site], self.tz[b.site])
+        return blocks
+
+    def flush_deferred(self) -> Output:
+        """Rows of the complete windows ``defer_rows`` holds back (a replay stopping early)."""
+        quality: list[pl.DataFrame] = []
+        blocks = self._take_deferred()
+        out = Output()
+        out.kpi = kpi_frame(self.cfg, self.metered, self.run, blocks, quality) if blocks else None
+        out.fleet = self.fleet.flush(False, self._site_passed)
+        out.quality = pl.concat(quality, how="diagonal_relaxed") if quality else None
+        return out
+
     def _book_events(self, r: Batch, idx, code, site) -> None:
         """Count rollovers, resets and gaps into the bucket of the reading that showed them."""
         for c, col in EV_COLUMNS.items():
@@ -291,6 +316,11 @@ class Pipeline(CoreState):
             self._roll_site(i, ss, a, nb)
             tail = int(self.site_max_t[i]) if final else None
             blocks.extend(self._emit_windows(i, b_end * self.base_ns, tail))
+        if self.defer_rows:
+            self._deferred.extend(blocks)
+            if not final and sum(len(b.start) for b in self._deferred) < DEFER_WINDOWS:
+                return None
+            blocks = self._take_deferred()
         if not blocks:
             return None
         return kpi_frame(self.cfg, self.metered, self.run, blocks, quality)
@@ -372,6 +402,7 @@ class Pipeline(CoreState):
                            ev[keep])
             if len(blk.start):
                 out.append(blk)
+            if len(blk.start) and not self.defer_rows:
                 self.fleet.add_many(self.cfg.sites[i], w, blk.start, blk.e, self.metered[i],
                                     self.tz[i])
         h.trim(min(self.next_start[i].values()) // self.base_ns)

@@ -4,7 +4,8 @@
 (b) cutting the input into batches anywhere gives identical kpi rows (bit for bit);
 (c) shuffling readings within the grace period gives identical kpi rows;
 (d) ratio of sums over the 1m windows of an hour equals the 1h window's PUE;
-(e) every reading is accounted for exactly once: integrated + rejected + duplicate = in.
+(e) every reading is accounted for exactly once: integrated + rejected + duplicate = in;
+(f) rows built once at the end (``defer_rows``, as replay does) equal rows built per batch.
 """
 
 from __future__ import annotations
@@ -294,3 +295,23 @@ def test_every_reading_accounted_for_once(data, grace_s):
     assert p.stats["readings_rejected"] == len(rejected)
     assert p.stats["readings_ok"] == len(distinct) + dups
     assert len(p.pending) == 0
+
+
+# --------------------------------------------------------------------------- (f)
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from([0, 30]))
+def test_rows_built_once_equal_rows_built_per_batch(data, grace_s):
+    rows = data.draw(stream(two_sites=True))
+    rows = data.draw(arrival(rows, grace_s * NS, late=True))
+    batches = cut(data.draw, rows)
+    cfg = config(grace_s, two_sites=True)
+    _, per_batch = run(cfg, batches, all_keys(True))
+    p, once = run(cfg, batches, all_keys(True), defer=True)
+    assert all(o.kpi is None and o.fleet is None for o in once[:-1])  # nothing built early
+    kpi = [frames(outs, "kpi") for outs in (per_batch, once)]
+    assert same(*(None if k is None else k.sort("site", "window", "time") for k in kpi))
+    assert same(fleet_of(per_batch), fleet_of(once))
+    assert same(quality_counts(per_batch), quality_counts(once))
+    assert not p._deferred
