@@ -8,8 +8,10 @@ instead feeds rows in file order with the config's grace, as a live service saw 
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,15 +231,6 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
     # (a dispatcher plans on each call's KPI rows, so with one they come per call)
     pipe.defer_rows = dispatcher is None
     order = None if as_streamed else EventOrder(memory_mb, spill_dir, chunk_rows)
-    if order is not None:
-        # a time-ordered or nearly ordered input (checked on the Parquet time column alone)
-        # streams straight into the core, neither buffered nor spilled: with a grace of its
-        # largest lateness no reading is late, and the core's rows do not depend on order
-        # within the grace (the readings held back stay within a quarter of the budget)
-        late = time_lateness(inputs, chunk_rows, order.budget_rows // 4)
-        if late is not None:
-            order = None
-            pipe.grace_ns = max(pipe.grace_ns, late)
     # decode in pieces the budget holds several times over
     read_rows = chunk_rows if order is None else max(min(chunk_rows, order.budget_rows // 4), 1000)
 
@@ -247,6 +240,25 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
                                  time_from_ns=time_from_ns, time_to_ns=time_to_ns,
                                  json_timestamp_unit=timestamp_unit or cfg.kafka.timestamp_unit)
 
+    def start() -> Iterator[Any]:
+        nonlocal order, read_rows
+        if order is None:
+            return decoded()
+        # a time-ordered or nearly ordered input (checked on the Parquet time column alone)
+        # streams straight into the core, neither buffered nor spilled: with a grace of its
+        # largest lateness no reading is late, and the core's rows do not depend on order
+        # within the grace (the readings held back stay within a quarter of the budget)
+        with ThreadPoolExecutor(1) as pool:
+            probe = pool.submit(time_lateness, inputs, chunk_rows, order.budget_rows // 4)
+            # pieces are the same either way: the first is decoded while the probe reads
+            src = _primed(decoded()) if read_rows == chunk_rows else None
+            late = probe.result()
+        if late is not None:
+            order = None
+            pipe.grace_ns = max(pipe.grace_ns, late)
+            read_rows = chunk_rows
+        return src if src is not None else decoded()
+
     def chunks(src):
         return src if order is None else event_ordered(src, order)
 
@@ -255,8 +267,9 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
         return res
 
     try:
+        src = start()
         if not progress:
-            return done(replay_batches(cfg, chunks(decoded()), registry=registry, sinks=sinks,
+            return done(replay_batches(cfg, chunks(src), registry=registry, sinks=sinks,
                                        pipeline=pipe))
         from rich.progress import (
             BarColumn,
@@ -286,7 +299,7 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
                     tick(chunk)
                     yield chunk
 
-            res = replay_batches(cfg, chunks(ticking(decoded())), registry=registry,
+            res = replay_batches(cfg, chunks(ticking(src)), registry=registry,
                                  sinks=sinks, pipeline=pipe)
             bar.update(task, completed=total)
             return done(res)
@@ -295,6 +308,16 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
             order.close()
         if sinks is not None:
             sinks.close()
+
+
+def _primed(items: Iterable[Any]) -> Iterator[Any]:
+    """Return ``items`` with its first item already produced (its work done now)."""
+    it = iter(items)
+    first = next(it, _END)
+    return it if first is _END else itertools.chain([first], it)
+
+
+_END = object()
 
 
 def _size(path: str | Path) -> int:
