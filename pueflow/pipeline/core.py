@@ -99,6 +99,7 @@ class Pipeline(CoreState):
         self._disordered = np.zeros(0, np.bool_)
         self._lo = np.empty(n_sites, np.int64)
         self._hi = np.empty(n_sites, np.int64)
+        self._held_min = np.full(n_sites, np.iinfo(np.int64).max, np.int64)
         self._buf = Buffers()
         #: True: complete windows wait in ``_deferred`` and their KPI and fleet rows are
         #: built once, by :meth:`finalize` (replay without dispatch: the rows are the same,
@@ -130,13 +131,15 @@ class Pipeline(CoreState):
         future = self.clock_ns() + self.max_future_ns
         # the readings still held, then this batch's good ones, in the reused buffer
         p, buf = self.pending, self._buf
+        if self._held_stale:
+            self._held_min = self._held_min_of(a["site"])
         m = len(p)
         buf.readings(m + len(batch))
         buf.t[:m], buf.s[:m], buf.v[:m] = p.time_ns, p.series, p.value
         w = screen(batch.time_ns, batch.series, batch.value, a["site"], a["role"], a["kind"],
                    a["signed"], a["max_kw"], self.site_max_t, self.site_wm, self.grace_ns,
-                   future, codes, buf.t, buf.s, buf.v, m)
-        self.pending = Batch(buf.t[:w], buf.s[:w], buf.v[:w])
+                   future, codes, buf.t, buf.s, buf.v, m, self._held_min)
+        self._pending = Batch(buf.t[:w], buf.s[:w], buf.v[:w])
         bad = np.flatnonzero(codes != OK)
         self.stats["readings_in"] += len(batch)
         self.stats["readings_ok"] += len(batch) - len(bad)
@@ -179,13 +182,16 @@ class Pipeline(CoreState):
         reg = self.registry
         a = reg.arrays()
         p = self.pending
-        if len(p):
+        if self._held_stale:
+            self._held_min = self._held_min_of(a["site"])
+        # nothing to release while every site's earliest held reading is at its watermark
+        if len(p) and (self._held_min < self.site_wm).any():
             self._scratch_for(len(reg))
             w, ht, hs, hv, state = release_in_place(
                 p.time_ns, p.series, p.value, a["site"], self.site_wm, self._scratch,
-                self._disordered, self._lo, self._hi)
+                self._disordered, self._lo, self._hi, self._held_min)
             if w:
-                self.pending = Batch(ht, hs, hv)
+                self._pending = Batch(ht, hs, hv)
                 quality.extend(self._integrate(p.take(slice(0, w)), state, a))
         kpi_rows = self._close_sites(a, quality, final)
         out = Output()

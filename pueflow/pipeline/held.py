@@ -22,7 +22,7 @@ _NO_TIME = np.iinfo(np.int64).min
 
 
 @njit
-def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi):
+def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi, held_min):
     """Move the readings older than their site's watermark to the front; copy out the rest.
 
     Parameters
@@ -40,6 +40,8 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi):
         :func:`order_series`); the caller resets it.
     lo, hi : arrays [int64 ns] per site, written
         Earliest and latest released reading per site (max int64 / ``NO_TIME`` where none).
+    held_min : array [int64 ns] per site, written
+        Earliest reading still held per site (max int64 where none).
 
     Returns
     -------
@@ -51,6 +53,7 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi):
     n = t.shape[0]
     lo[:] = np.iinfo(np.int64).max
     hi[:] = _NO_TIME
+    held_min[:] = np.iinfo(np.int64).max
     # room for every reading; only the held ones are written (the rest is never touched)
     ht = np.empty(n, np.int64)
     hs = np.empty(n, np.int32)
@@ -63,6 +66,8 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi):
         si = s[i]
         site = site_of[si]
         if ti >= site_wm[site]:
+            if ti < held_min[site]:
+                held_min[site] = ti
             ht[h] = ti
             hs[h] = si
             hv[h] = v[i]

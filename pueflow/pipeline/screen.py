@@ -20,7 +20,8 @@ _KIND_POWER = 1
 
 @njit
 def screen(time_ns, series, value, site_of, role_of, kind_of, signed, max_kw,
-           site_max_t, site_wm, grace_ns, future_limit_ns, out_code, o_t, o_s, o_v, w):
+           site_max_t, site_wm, grace_ns, future_limit_ns, out_code, o_t, o_s, o_v, w,
+           held_min):
     """Classify each reading, advance per-site watermarks, and append the good readings.
 
     Parameters
@@ -42,6 +43,8 @@ def screen(time_ns, series, value, site_of, role_of, kind_of, signed, max_kw,
         core's held readings come first); it must hold ``w + len(time_ns)`` readings.
     w : int
         Readings already in the buffer.
+    held_min : array [int64 ns] indexed by site, updated in place
+        Earliest time in the buffer per site: lowered by each reading appended.
 
     Returns
     -------
@@ -73,6 +76,8 @@ def screen(time_ns, series, value, site_of, role_of, kind_of, signed, max_kw,
         o_s[w] = s
         o_v[w] = v
         w += 1
+        if t < held_min[site]:
+            held_min[site] = t
         if t > site_max_t[site]:
             site_max_t[site] = t
             wm = t - grace_ns

@@ -58,6 +58,24 @@ class CoreState:
         self.pending = Batch.empty()
         self._site_series_n = -1
 
+    @property
+    def pending(self) -> Batch:
+        """Readings not yet released by their site's watermark, in arrival order."""
+        return self._pending
+
+    @pending.setter
+    def pending(self, batch: Batch) -> None:
+        self._pending = batch
+        self._held_stale = True  # the core recomputes its earliest held time per site
+
+    def _held_min_of(self, site_of: np.ndarray) -> np.ndarray:
+        """Earliest pending time per site [ns] (max int64 where none)."""
+        out = np.full(len(self.cfg.sites), np.iinfo(np.int64).max, np.int64)
+        if len(self._pending):
+            np.minimum.at(out, site_of[self._pending.series], self._pending.time_ns)
+        self._held_stale = False
+        return out
+
     def _alloc_series(self, need: int) -> None:
         if need <= self._cap:
             return

@@ -202,7 +202,8 @@ def test_screen_equals_naive_in_any_pieces(inp, grace, future):
     w = 0
     for lo, hi in zip([0, *cuts], [*cuts, len(rows)], strict=True):
         w = sc.screen(t[lo:hi], s[lo:hi], v[lo:hi], SITE, ROLE, KIND, SIGNED, MAX_KW, max_t,
-                      wm, grace, future, codes[lo:hi], o_t, o_s, o_v, w)
+                      wm, grace, future, codes[lo:hi], o_t, o_s, o_v, w,
+                      np.full(2, 2**62, np.int64))
     want, want_wm = naive.screen(t, s, v, site_of=SITE, role_of=ROLE, kind_of=KIND,
                                  signed=SIGNED, max_kw=MAX_KW, grace_ns=grace,
                                  future_limit_ns=future)

@@ -81,8 +81,9 @@ def test_release_then_order_then_dedup(rows, wm_s):
     stay = [i for i in range(len(S)) if i not in out]
     seen = np.full(4, en.NO_TIME, np.int64)
     flag = np.zeros(4, np.bool_)
-    lo, hi = np.empty(2, np.int64), np.empty(2, np.int64)
-    w, ht, hs, hv, state = held.release_in_place(t, s, v, site_of, wm, seen, flag, lo, hi)
+    lo, hi, held_min = np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64)
+    w, ht, hs, hv, state = held.release_in_place(t, s, v, site_of, wm, seen, flag, lo, hi,
+                                                 held_min)
     assert (seen == en.NO_TIME).all()
     # released: compacted to the front in arrival order; held: the rest, in arrival order
     assert w == len(out)
@@ -93,6 +94,8 @@ def test_release_then_order_then_dedup(rows, wm_s):
     for k in range(2):
         ts = [T[i] for i in out if site_of[S[i]] == k]
         assert (lo[k], hi[k]) == ((min(ts), max(ts)) if ts else (np.iinfo(np.int64).max, en.NO_TIME))
+        kept = [T[i] for i in stay if site_of[S[i]] == k]
+        assert held_min[k] == (min(kept) if kept else np.iinfo(np.int64).max)
     if not w:
         return
     assert state == _order_by_definition([S[i] for i in out], [T[i] for i in out])

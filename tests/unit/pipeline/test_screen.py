@@ -35,10 +35,14 @@ def run_screen(t, s, v, grace_ns=0, max_t=None, wm=None):
     # two readings already held sit in front of the buffer; the good ones follow them
     o_t, o_s, o_v = np.full(len(t) + 2, -1, np.int64), np.zeros(len(t) + 2, np.int32), np.zeros(len(t) + 2)
     o_t[:2] = [7, 8]
+    held_min = np.array([5, 2**62], np.int64)
     w = sc.screen(t, s, v, SITE, ROLE, KIND, SIGNED, MAX_KW, max_t, wm, grace_ns, FUTURE_LIMIT,
-                  codes, o_t, o_s, o_v, 2)
+                  codes, o_t, o_s, o_v, 2, held_min)
     good = np.array(codes) == sc.OK
     assert w == 2 + good.sum()
+    for site, first in enumerate((5, 2**62)):  # earliest appended per site, or as it was
+        ts = [first] + [int(x) for x, g, k in zip(t, good, s, strict=True) if g and SITE[k] == site]
+        assert held_min[site] == min(ts)
     assert o_t[:2].tolist() == [7, 8]
     assert o_t[2:w].tolist() == t[good].tolist()
     assert o_s[2:w].tolist() == s[good].tolist()
@@ -120,7 +124,7 @@ def test_state_carries_across_calls():
     o_t, o_s, o_v = np.empty(2, np.int64), np.empty(2, np.int32), np.empty(2)
     w = sc.screen(np.array([89 * NS, 90 * NS]), np.array([0, 0], np.int32), np.ones(2), SITE,
                   ROLE, KIND, SIGNED, MAX_KW, max_t, wm, 10 * NS, FUTURE_LIMIT, codes,
-                  o_t, o_s, o_v, 0)
+                  o_t, o_s, o_v, 0, np.full(2, 2**62, np.int64))
     assert codes.tolist() == [sc.LATE, sc.OK]
     assert (w, o_t[0]) == (1, 90 * NS)
 
