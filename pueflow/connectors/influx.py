@@ -19,6 +19,7 @@ decoder's); a tag value line protocol cannot carry (a newline) gets U+FFFD in it
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -76,29 +77,45 @@ def to_lines(measurement: str, df: pl.DataFrame, extra_tags: dict[str, str] | No
     """
     if df.height == 0:
         return []
-    tags = [c for c in rw.tag_columns(measurement) if c in df.columns]
+    exprs = _line_exprs(measurement, tuple(df.schema.items()),
+                        tuple(sorted(extra_tags.items())) if extra_tags else ())
+    if exprs is None:
+        return []
+    out = df.select(*exprs).filter(
+        pl.col("f").is_not_null() & (pl.col("f") != "") & pl.col("t").is_not_null())
+    return out.select(pl.concat_str([pl.col("h"), pl.col("f"), pl.col("t")], separator=" ")
+                      ).to_series().to_list()
+
+
+@functools.lru_cache(maxsize=256)
+def _line_exprs(measurement: str, schema: tuple, extra: tuple) -> tuple[pl.Expr, ...] | None:
+    """Head (measurement and tags), fields and time expressions of :func:`to_lines`.
+
+    Built once per (measurement, column names and types, fixed tags): a service writes
+    frames of the same few schemas every window, and building ~40 expressions cost more
+    than evaluating them.
+    """
+    extra_tags = dict(extra)
+    columns = dict(schema)
+    tags = [c for c in rw.tag_columns(measurement) if c in columns]
     head: list[pl.Expr] = [pl.lit(escape_measurement(measurement))]
-    for t in sorted(set(tags) | set(extra_tags or {})):
-        if t in (extra_tags or {}):
-            fixed = (extra_tags or {})[t]
+    for t in sorted(set(tags) | set(extra_tags)):
+        if t in extra_tags:
+            fixed = extra_tags[t]
             if fixed:
                 head.append(pl.lit(f",{escape_key(t)}=") + escape_key_expr(pl.lit(fixed)))
             continue
         v = pl.col(t).cast(pl.Utf8)
         head.append(pl.when(v.is_not_null() & (v != "")).then(
             pl.lit(f",{escape_key(t)}=") + escape_key_expr(v)).otherwise(pl.lit("")))
-    fields = [e for c in rw.field_columns(measurement, df) if c not in (extra_tags or {})
-              if (e := _field_expr(c, df.schema[c])) is not None]
+    fields = [e for c in rw.field_columns(measurement, pl.DataFrame(schema=columns)) if c not in extra_tags
+              if (e := _field_expr(c, columns[c])) is not None]
     if not fields:
-        return []
+        return None
     ts = pl.col(rw.TIME).cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").cast(pl.Utf8)
-    out = df.select(
-        pl.concat_str(head).alias("h"),
-        pl.concat_str(fields, separator=",", ignore_nulls=True).alias("f"),
-        ts.alias("t"),
-    ).filter(pl.col("f").is_not_null() & (pl.col("f") != "") & pl.col("t").is_not_null())
-    return out.select(pl.concat_str([pl.col("h"), pl.col("f"), pl.col("t")], separator=" ")
-                      ).to_series().to_list()
+    return (pl.concat_str(head).alias("h"),
+            pl.concat_str(fields, separator=",", ignore_nulls=True).alias("f"),
+            ts.alias("t"))
 
 
 # --------------------------------------------------------------------------- the sink

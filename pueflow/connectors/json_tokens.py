@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pueflow.connectors.lp_numbers import parse_float, parse_int, parse_time, utf8_ok
-from pueflow.jit import njit
+from pueflow.jit import njit, njit_inline
 
 _FNV = np.uint64(0x100000001B3)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -24,7 +24,7 @@ _W_FALSE = np.frombuffer(b"false", np.uint8)
 _W_NULL = np.frombuffer(b"null", np.uint8)
 
 
-@njit
+@njit_inline
 def ws(buf, i, end):
     """Skip JSON white space from ``i``."""
     while i < end:
@@ -36,7 +36,7 @@ def ws(buf, i, end):
     return i
 
 
-@njit
+@njit_inline
 def same(buf, a, b, word):
     """Whether ``buf[a:b]`` equals ``word``."""
     if b - a != len(word):
@@ -47,7 +47,7 @@ def same(buf, a, b, word):
     return True
 
 
-@njit
+@njit_inline
 def string(buf, i, end):
     """Return the end (after the closing quote) of the plain string literal at ``i``.
 
@@ -71,7 +71,7 @@ def string(buf, i, end):
     return -1
 
 
-@njit
+@njit_inline
 def number(buf, i, end):
     """(end, is integer) of the JSON number at ``i``; end -1 if there is none."""
     j = i
@@ -123,7 +123,7 @@ def scalar(buf, i, end):
     return -1
 
 
-@njit
+@njit_inline
 def mix(h1, h2, buf, i, j):
     """Extend the 128-bit hash (h1, h2) with ``buf[i:j]``."""
     for k in range(i, j):
@@ -133,7 +133,7 @@ def mix(h1, h2, buf, i, j):
     return h1, h2
 
 
-@njit
+@njit_inline
 def after(buf, i, end, close):
     """After a member: (position, more) past ``,`` (more) or ``close``; position -1 if neither."""
     i = ws(buf, i, end)
@@ -176,7 +176,7 @@ def tags(buf, i, end):
             return i, s0, s1, d0, d1
 
 
-@njit
+@njit_inline
 def fields(buf, i, end, f):
     """Read the fields object at ``i`` into ``f``: its end, or -1.
 

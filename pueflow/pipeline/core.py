@@ -43,7 +43,7 @@ from pueflow.pipeline.screen import (
     screen,
 )
 from pueflow.pipeline.state import CoreState
-from pueflow.pipeline.windows import DAY, rollup, shift_rows, window_end, window_start
+from pueflow.pipeline.windows import DAY, rollup, shift_used, window_end, window_start
 from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from pueflow.schema.batch import Batch
 from pueflow.schema.registry import Registry
@@ -352,7 +352,11 @@ class Pipeline(CoreState):
         ev = np.zeros((nb, 3), np.int64)
         ev[:w] = self.ev_acc[i, :w]
         self.hist[i].append(e, cov, den, ssum, sn, ev)
-        shift_rows(ss, min(nb, self._width), self.acc_e, self.acc_cov, self.acc_sum, self.acc_n)
+        # slots past the newest reading's bucket hold nothing: only the used ones move
+        last = int(self.last_data_b[i])
+        used = self._width if last == NO_TIME else max(last - b0 + 1, 0)
+        shift_used(ss, min(nb, self._width), used, self.acc_e, self.acc_cov, self.acc_sum,
+                   self.acc_n)
         k = min(nb, self._width)
         self.ev_acc[i, : self._width - k] = self.ev_acc[i, k:].copy()
         self.ev_acc[i, self._width - k:] = 0

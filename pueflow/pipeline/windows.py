@@ -87,12 +87,22 @@ def rollup(site_series, role_of, kind_of, first_t, base_ns, b0, n_buckets,
 @njit
 def shift_rows(site_series, k, acc_e, acc_cov, acc_sum, acc_n):
     """Drop the first ``k`` slots of a site's rows (closed buckets); zero the tail."""
-    width = acc_e.shape[1]
+    shift_used(site_series, k, acc_e.shape[1], acc_e, acc_cov, acc_sum, acc_n)
+
+
+@njit
+def shift_used(site_series, k, n_used, acc_e, acc_cov, acc_sum, acc_n):
+    """:func:`shift_rows` when only the first ``n_used`` slots can be non-zero.
+
+    The slots from ``n_used`` on must be zero already (no reading reached them); they are
+    not touched, so a close costs the open buckets, not the accumulators' width.
+    """
+    n_used = min(n_used, acc_e.shape[1])
     for j in range(site_series.shape[0]):
         s = site_series[j]
-        for c in range(width):
+        for c in range(n_used):
             src = c + k
-            if src < width:
+            if src < n_used:
                 acc_e[s, c] = acc_e[s, src]
                 acc_cov[s, c] = acc_cov[s, src]
                 acc_sum[s, c] = acc_sum[s, src]
