@@ -204,6 +204,14 @@ def arrival(draw, rows, grace_ns, late=True):
     return [r for *_, r in keyed]
 
 
+def late_arrivals(data, grace_s):
+    """Two sites' readings arriving up to grace late (a few later), the batches they are
+    cut into, and the config with that grace."""
+    rows = data.draw(stream(two_sites=True))
+    rows = data.draw(arrival(rows, grace_s * NS, late=True))
+    return rows, cut(data.draw, rows), config(grace_s, two_sites=True)
+
+
 @SETTINGS
 @given(st.data(), st.sampled_from([0, 5, 30]))
 def test_batch_splits_give_identical_rows(data, grace_s):
@@ -261,10 +269,7 @@ def test_ratio_of_sums_over_minutes_is_the_hour_pue(data, grace_s):
 @SETTINGS
 @given(st.data(), st.sampled_from([0, 20]))
 def test_every_reading_accounted_for_once(data, grace_s):
-    rows = data.draw(stream(two_sites=True))
-    rows = data.draw(arrival(rows, grace_s * NS, late=True))
-    batches = cut(data.draw, rows)
-    cfg = config(grace_s, two_sites=True)
+    rows, batches, cfg = late_arrivals(data, grace_s)
     p, outs = run(cfg, batches, all_keys(True))
     rejected = set()
     offset = 0
@@ -303,10 +308,7 @@ def test_every_reading_accounted_for_once(data, grace_s):
 @SETTINGS
 @given(st.data(), st.sampled_from([0, 30]))
 def test_rows_built_once_equal_rows_built_per_batch(data, grace_s):
-    rows = data.draw(stream(two_sites=True))
-    rows = data.draw(arrival(rows, grace_s * NS, late=True))
-    batches = cut(data.draw, rows)
-    cfg = config(grace_s, two_sites=True)
+    _, batches, cfg = late_arrivals(data, grace_s)
     _, per_batch = run(cfg, batches, all_keys(True))
     p, once = run(cfg, batches, all_keys(True), defer=True)
     assert all(o.kpi is None and o.fleet is None for o in once[:-1])  # nothing built early
