@@ -26,15 +26,9 @@ from pueflow.config.models import Config
 from pueflow.pipeline import energy as en
 from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
-from pueflow.pipeline.held import (
-    Buffers,
-    dedup_in_place,
-    order_series,
-    release_in_place,
-)
+from pueflow.pipeline.held import Buffers, fix_series, release_in_place
 from pueflow.pipeline.history import Windows
 from pueflow.pipeline.screen import (
-    DISORDERED,
     OK,
     ORDERED,
     SCREEN_NAMES,
@@ -237,13 +231,11 @@ class Pipeline(CoreState):
         buf = self._buf
         buf.events(len(r))
         # the kernel needs each series in time order without repeats: a time-ordered input
-        # has that already; late readings put their series back in order where they stand
-        if state == DISORDERED:
-            order_series(r.time_ns, r.series, r.value, self._disordered)
+        # has that already; a series with a late or repeated reading is put in order where
+        # it stands, its repeats marked dropped (series -1, skipped by the kernel)
         if state != ORDERED:
-            w, d = dedup_in_place(r.series, r.time_ns, r.value, self._scratch, self._scratch_i,
-                                  buf.ds, buf.dt, buf.dv)
-            r = r.take(slice(0, w))
+            d = fix_series(r.time_ns, r.series, r.value, self._disordered, self._scratch_i,
+                           buf.ds, buf.dt, buf.dv)
             if d:
                 dup = Batch(buf.dt[:d].copy(), buf.ds[:d].copy(), buf.dv[:d].copy())
                 quality.append(quality_rows(self.registry, self.run, dup, "duplicate"))

@@ -266,7 +266,8 @@ def integrate_ordered(time_ns, series, value, kind, register_max, jitter, max_ga
 
     Same arguments, rules and result (bit for bit: each series' sums are taken in its own
     time order either way), but the series may interleave in any way as long as each one's
-    readings strictly increase in time (what :mod:`pueflow.pipeline.held` leaves). No sort
+    readings strictly increase in time (what :mod:`pueflow.pipeline.held` leaves; readings
+    of series ``-1`` are dropped repeats and skipped). No sort
     by series is needed; power and sensor rules run inline, one reading at a time, so
     interleaving costs no per-run call. The core uses this form; :func:`integrate` (series
     in contiguous runs) is the form the kernel benchmark and the rule tests drive.
@@ -274,6 +275,8 @@ def integrate_ordered(time_ns, series, value, kind, register_max, jitter, max_ga
     n_ev = 0
     for q in range(time_ns.shape[0]):
         s = series[q]
+        if s < 0:  # a repeated reading dropped in place
+            continue
         k = kind[s]
         b0 = b0_of_site[site_of[s]]
         t = time_ns[q]

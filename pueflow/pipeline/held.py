@@ -2,9 +2,9 @@
 
 Every reading is copied once, by :func:`~pueflow.pipeline.screen.screen`, into a buffer
 (:class:`Buffers`) the core reuses from call to call; releasing by watermark
-(:func:`release_in_place`), putting each series in time order (:func:`order_series`) and
-dropping repeated readings (:func:`dedup_in_place`) then work in that buffer without
-allocating. On a time-ordered or nearly ordered input
+(:func:`release_in_place`), then putting each series that went back in time or repeated a
+time in order without its repeats (:func:`fix_series`, which touches only those series'
+readings) work in that buffer without copying the rest. On a time-ordered or nearly ordered input
 each step is one sequential pass, and the working set stays in cache between steps.
 
 The rules are those of :mod:`pueflow.pipeline.screen` (screen codes, the smallest of a
@@ -36,8 +36,8 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi, held_m
     seen : array [int64] per series
         Scratch holding ``NO_TIME`` on entry; so it does again on return.
     disordered : array [bool] per series, written
-        True for each series whose released readings go back in time somewhere (for
-        :func:`order_series`); the caller resets it.
+        True for each series whose released readings go back in time or repeat a time
+        somewhere (for :func:`fix_series`, which resets it).
     lo, hi : arrays [int64 ns] per site, written
         Earliest and latest released reading per site (max int64 / ``NO_TIME`` where none).
     held_min : array [int64 ns] per site, written
@@ -80,8 +80,8 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi, held_m
         w += 1
         last = seen[si]
         if ti <= last:
+            disordered[si] = True
             if ti < last:
-                disordered[si] = True
                 state = DISORDERED
             elif state == ORDERED:
                 state = REPEATS
@@ -99,18 +99,36 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi, held_m
 
 
 @njit
-def order_series(t, s, v, disordered):
-    """Put each flagged series' readings in time order, in the positions they occupy (in place).
+def fix_series(t, s, v, flagged, last_i, ds, dt, dv):
+    """Order each flagged series in time and drop its repeated readings, in place.
 
-    The other series are not moved, so every series ends up in time order while the
-    readings keep their interleaving; equal times keep arrival order (a stable sort).
-    Resets ``disordered`` [bool, per series] to all False.
+    Only the readings of flagged series move, within the positions they occupy: sorted by
+    time (stable, so equal times keep arrival order), then of each repeated (series, time)
+    the smallest value is kept (NaN last) and the others are marked dropped (series ``-1``,
+    which the integrate kernel skips) and copied to ``ds``, ``dt``, ``dv``. Every other
+    series is untouched, so each series ends up strictly increasing in time.
+
+    Parameters
+    ----------
+    t, s, v : arrays [int64 ns], [int32], [float64]
+        Released readings.
+    flagged : array [bool] per series
+        From :func:`release_in_place`; reset to all False.
+    last_i : array [int64] per series
+        Scratch.
+    ds, dt, dv : arrays [int32], [int64], [float64]
+        Receive the dropped readings (room for all of ``t``).
+
+    Returns
+    -------
+    int
+        Readings dropped.
     """
     n = t.shape[0]
     pos = np.empty(n, np.int64)
     m = 0
     for i in range(n):
-        if disordered[s[i]]:
+        if flagged[s[i]]:
             pos[m] = i
             m += 1
     pos = pos[:m]
@@ -118,53 +136,32 @@ def order_series(t, s, v, disordered):
     nt = t[perm]
     ns = s[perm]
     nv = v[perm]
+    # sorted by time, a series' repeated readings are consecutive among its own readings:
+    # of each run keep the smallest value (the first reading of a series clears its flag)
+    d = 0
+    for k in range(m):
+        sk = ns[k]
+        if flagged[sk]:
+            flagged[sk] = False
+            last_i[sk] = k
+            continue
+        j = last_i[sk]
+        if nt[k] != nt[j]:
+            last_i[sk] = k
+            continue
+        if before(nv[k], nv[j]):  # keep the smaller, drop the one kept so far
+            nv[k], nv[j] = nv[j], nv[k]
+        ds[d] = sk
+        dt[d] = nt[k]
+        dv[d] = nv[k]
+        d += 1
+        ns[k] = -1
     for k in range(m):
         p = pos[k]
         t[p] = nt[k]
         s[p] = ns[k]
         v[p] = nv[k]
-        disordered[ns[k]] = False
-
-
-@njit
-def dedup_in_place(s, t, v, last_t, last_i, ds, dt, dv):
-    """Drop repeated (series, time) readings of series each in time order, in place.
-
-    As :func:`~pueflow.pipeline.screen.dedup_ordered`: the smallest value of a repeated
-    reading is kept (NaN last), the others are written to ``ds``, ``dt``, ``dv`` (each as
-    long as the input). ``last_t`` [int64] and ``last_i`` [int64] are per-series scratch;
-    ``last_t`` holds ``NO_TIME`` on entry and does again on return.
-
-    Returns
-    -------
-    (int, int)
-        Readings kept (now ``s[:w]`` …) and dropped.
-    """
-    n = s.shape[0]
-    w = 0
-    d = 0
-    for i in range(n):
-        si = s[i]
-        ti = t[i]
-        vi = v[i]
-        if ti == last_t[si]:
-            k = last_i[si]
-            if before(vi, v[k]):  # keep the smaller, drop the one kept so far
-                vi, v[k] = v[k], vi
-            ds[d] = si
-            dt[d] = ti
-            dv[d] = vi
-            d += 1
-            continue
-        last_t[si] = ti
-        last_i[si] = w
-        s[w] = si
-        t[w] = ti
-        v[w] = vi
-        w += 1
-    for i in range(w):
-        last_t[s[i]] = _NO_TIME
-    return w, d
+    return d
 
 
 class Buffers:
@@ -177,7 +174,7 @@ class Buffers:
     ev_idx, ev_code, ev_val : arrays [int64], [int8], [float64]
         Integration events (two per reading at most).
     ds, dt, dv : arrays [int32], [int64], [float64]
-        Repeated readings dropped by :func:`dedup_in_place`.
+        Repeated readings dropped by :func:`fix_series`.
     """
 
     def __init__(self) -> None:
@@ -211,5 +208,4 @@ class Buffers:
             self.dv = np.empty(cap, np.float64)
 
 
-__all__ = ["DISORDERED", "ORDERED", "REPEATS", "Buffers", "dedup_in_place", "order_series",
-           "release_in_place"]
+__all__ = ["DISORDERED", "ORDERED", "REPEATS", "Buffers", "fix_series", "release_in_place"]

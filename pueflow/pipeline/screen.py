@@ -99,11 +99,14 @@ ORDERED, REPEATS, DISORDERED = 0, 1, 2
 
 @njit
 def note_first(series, time_ns, first_t):
-    """Set ``first_t`` [ns] of series seeing their first reading (the earliest of each)."""
+    """Set ``first_t`` [ns] of series seeing their first reading (the earliest of each).
+
+    Readings marked dropped (series ``-1``) are skipped.
+    """
     no = np.iinfo(np.int64).min
     for i in range(series.shape[0]):
         s = series[i]
-        if first_t[s] == no:
+        if s >= 0 and first_t[s] == no:
             first_t[s] = time_ns[i]
 
 

@@ -99,29 +99,25 @@ def test_release_then_order_then_dedup(rows, wm_s):
     if not w:
         return
     assert state == _order_by_definition([S[i] for i in out], [T[i] for i in out])
-    back = {S[i] for j, i in enumerate(out) for i2 in out[:j] if S[i2] == S[i] and T[i2] > T[i]}
+    # flagged: each series that goes back in time or repeats a time among the released
+    back = {S[i] for j, i in enumerate(out) for i2 in out[:j] if S[i2] == S[i] and T[i2] >= T[i]}
     assert set(np.flatnonzero(flag).tolist()) == back
     rt, rs, rv = t[:w], s[:w], v[:w]
-    before_sort = sorted(zip(rs.tolist(), rt.tolist(), rv.tolist(), strict=True))
-    held.order_series(rt, rs, rv, flag)
+    ds, dt, dv = np.empty(w, np.int32), np.empty(w, np.int64), np.empty(w)
+    kd = held.fix_series(rt, rs, rv, flag, np.zeros(4, np.int64), ds, dt, dv)
     assert not flag.any()
-    assert sorted(zip(rs.tolist(), rt.tolist(), rv.tolist(), strict=True)) == before_sort
-    for k in range(4):  # every series in time order, ties in arrival order
-        sub = [(T[i], j) for j, i in enumerate(out) if S[i] == k]
-        want = [V[out[j]] for _, j in sorted(sub)]
-        assert rv[rs == k].tolist() == want
-        assert np.all(np.diff(rt[rs == k]) >= 0)
-    n = w
-    ds, dt, dv = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n)
-    kw, kd = held.dedup_in_place(rs, rt, rv, seen, np.zeros(4, np.int64), ds, dt, dv)
-    assert (seen == en.NO_TIME).all()
+    for j, i in enumerate(out):  # series not flagged stay where they were
+        if S[i] not in back:
+            assert (rs[j], rt[j], rv[j]) == (S[i], T[i], V[i])
     # by definition: one reading per (series, time), the smallest value; the rest dropped
     groups: dict[tuple[int, int], list[float]] = {}
     for i in out:
         groups.setdefault((S[i], T[i]), []).append(V[i])
-    kept = sorted(zip(rs[:kw].tolist(), rt[:kw].tolist(), rv[:kw].tolist(), strict=True))
-    assert kept == sorted((a, b, min(vs)) for (a, b), vs in groups.items())
+    kept = rs >= 0
+    got = sorted(zip(rs[kept].tolist(), rt[kept].tolist(), rv[kept].tolist(), strict=True))
+    assert got == sorted((a, b, min(vs)) for (a, b), vs in groups.items())
     dropped = sorted(zip(ds[:kd].tolist(), dt[:kd].tolist(), dv[:kd].tolist(), strict=True))
     assert dropped == sorted((a, b, x) for (a, b), vs in groups.items() for x in sorted(vs)[1:])
+    assert kd == int((~kept).sum())
     for k in range(4):  # each series strictly increasing now: what integrate_ordered needs
-        assert np.all(np.diff(rt[:kw][rs[:kw] == k]) > 0)
+        assert np.all(np.diff(rt[kept & (rs == k)]) > 0)

@@ -133,37 +133,33 @@ def test_state_carries_across_calls():
 
 
 def order_dedup(s, t, v, n_series=8):
-    """Released readings through ``order_series`` + ``dedup_in_place`` (what the core does).
+    """Released readings through ``fix_series`` (what the core does with them).
 
-    Returns ``(kept, dropped)`` as indices into the input: kept in the order the kernels
-    leave them, dropped sorted; checked against ``naive.sort_dedup``.
+    Returns naive's ``(kept, dropped)`` indices after checking the kernel keeps and drops
+    the same readings, and leaves every series strictly increasing in time.
     """
     s = np.asarray(s, np.int32)
     t = np.asarray(t, np.int64)
     v = np.asarray(v, np.float64)
     n = len(s)
-    # tag each reading by its index in the value's place, so the result names the input
-    ks, kt, kv = s.copy(), t.copy(), np.arange(n, dtype=np.float64)
+    ks, kt, kv = s.copy(), t.copy(), v.copy()
     flag = np.zeros(n_series, np.bool_)
-    for a in range(n):  # a series is flagged when it goes back in time
-        flag[s[a]] |= any(s[b] == s[a] and t[b] > t[a] for b in range(a))
-    held.order_series(kt, ks, kv, flag)
-    assert not flag.any()
-    for k in range(n_series):  # each series now in time order, ties in arrival order
-        idx = kv[ks == k].astype(int)
-        assert sorted(idx.tolist(), key=lambda i: (t[i], i)) == idx.tolist()
-    # dedup compares values: run it on the real values in the ordered arrangement
-    order = kv.astype(int)
-    vals = v[order].copy()
-    last_t = np.full(n_series, NO_TIME, np.int64)
+    for a in range(n):  # a series is flagged when it goes back in time or repeats a time
+        flag[s[a]] |= any(s[b] == s[a] and t[b] >= t[a] for b in range(a))
+    untouched = [i for i in range(n) if not flag[s[i]]]
     ds, dt, dv = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n)
-    w, d = held.dedup_in_place(ks, kt, vals, last_t, np.zeros(n_series, np.int64), ds, dt, dv)
-    assert (last_t == NO_TIME).all()
+    d = held.fix_series(kt, ks, kv, flag, np.zeros(n_series, np.int64), ds, dt, dv)
+    assert not flag.any()
+    assert all((ks[i], kt[i]) == (s[i], t[i]) for i in untouched)  # other series not moved
+    kept = ks >= 0
+    for k in range(n_series):  # each series strictly increasing now
+        assert np.all(np.diff(kt[kept & (ks == k)]) > 0)
     want_kept, want_dup = naive.sort_dedup(s, t, v)
+
     def rows(a, b, c):  # comparable rows: NaN != NaN, so values compare by repr
         return sorted((int(x), int(y), repr(float(z))) for x, y, z in zip(a, b, c, strict=True))
 
-    assert rows(ks[:w], kt[:w], vals[:w]) == rows(s[want_kept], t[want_kept], v[want_kept])
+    assert rows(ks[kept], kt[kept], kv[kept]) == rows(s[want_kept], t[want_kept], v[want_kept])
     assert rows(ds[:d], dt[:d], dv[:d]) == rows(s[want_dup], t[want_dup], v[want_dup])
     return want_kept, want_dup
 
