@@ -28,16 +28,16 @@ from pueflow.pipeline.fleet import FleetAggregator
 from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
 from pueflow.pipeline.held import Buffers, fix_series, release_in_place
 from pueflow.pipeline.history import Windows
-from pueflow.pipeline.screen import (
-    OK,
-    ORDERED,
-    SCREEN_NAMES,
-    close_time,
-    note_first,
-    screen,
-)
+from pueflow.pipeline.screen import OK, ORDERED, SCREEN_NAMES, close_time, note_first, screen
 from pueflow.pipeline.state import CoreState
-from pueflow.pipeline.windows import DAY, rollup, shift_used, window_end, window_start
+from pueflow.pipeline.windows import (
+    DAY,
+    complete_windows,
+    rollup,
+    shift_used,
+    window_end,
+    window_start,
+)
 from pueflow.roles import ALL_ROLES, ROLE_INDEX
 from pueflow.schema.batch import Batch
 from pueflow.schema.registry import Registry
@@ -354,22 +354,6 @@ class Pipeline(CoreState):
         self.ev_acc[i, self._width - k:] = 0
         self.site_b0[i] = b0 + nb
 
-    def _window_bounds(self, i: int, w: str, closed_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return starts and ends [ns] of the complete ``w`` windows of site ``i`` not yet emitted."""
-        start = self.next_start[i][w]
-        if w == DAY:
-            day_starts: list[int] = []
-            day_ends: list[int] = []
-            while (end := window_end(w, start, self.tz[i])) <= closed_ns:
-                day_starts.append(start)
-                day_ends.append(end)
-                start = end
-            return np.array(day_starts, np.int64), np.array(day_ends, np.int64)
-        n = parse_duration_ns(w)
-        k = max((closed_ns - start) // n, 0)
-        starts = start + n * np.arange(k, dtype=np.int64)
-        return starts, starts + n
-
     def _emit_windows(self, i: int, closed_ns: int, tail_ns: int | None = None) -> list[Windows]:
         """Sum closed base buckets into every complete window of site ``i``.
 
@@ -379,7 +363,7 @@ class Pipeline(CoreState):
         h = self.hist[i]
         out = []
         for w in self.windows:
-            starts, ends = self._window_bounds(i, w, closed_ns)
+            starts, ends = complete_windows(w, self.next_start[i][w], closed_ns, self.tz[i])
             if not len(starts):
                 continue
             self.next_start[i][w] = int(ends[-1])

@@ -38,6 +38,27 @@ def window_end(window: str, start_ns: int, tz: ZoneInfo) -> int:
     return start_ns + parse_duration_ns(window)
 
 
+def complete_windows(window: str, start_ns: int, closed_ns: int, tz: ZoneInfo
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Return starts and ends [ns] of the ``window`` windows from ``start_ns`` ending by ``closed_ns``.
+
+    Days follow the local calendar of ``tz`` (23, 24 or 25 hours); other windows are fixed
+    lengths.
+    """
+    if window == DAY:
+        starts: list[int] = []
+        ends: list[int] = []
+        while (end := window_end(window, start_ns, tz)) <= closed_ns:
+            starts.append(start_ns)
+            ends.append(end)
+            start_ns = end
+        return np.array(starts, np.int64), np.array(ends, np.int64)
+    n = parse_duration_ns(window)
+    k = max((closed_ns - start_ns) // n, 0)
+    first = start_ns + n * np.arange(k, dtype=np.int64)
+    return first, first + n
+
+
 def local_date(start_ns: int, tz: ZoneInfo) -> str:
     """Return the local calendar date (ISO) in ``tz`` of the instant ``start_ns`` [ns]."""
     return datetime.fromtimestamp(start_ns // 10**9, tz).date().isoformat()
