@@ -54,6 +54,11 @@ class FleetAggregator:
         #: when a list, every site window added is also kept here (site, window, time key,
         #: totals): what consume publishes to the KPI topic for the aggregate stage
         self.tap: list[pl.DataFrame] | None = None
+        # (scope, window, time key) -> [rows, sites] of what ``pending`` holds, kept while
+        # ``pending`` is the list it was counted from and nothing else changed it: lets
+        # ``flush`` see without polars that no fleet window is complete yet
+        self._keys: dict[tuple[str, str, int], list] = {}
+        self._counted: tuple[list, int] = (self.pending, 0)
 
     def add(self, site: Site, window: str, start_ns: int, energy: np.ndarray,
             metered: np.ndarray, tz: ZoneInfo) -> None:
@@ -77,13 +82,22 @@ class FleetAggregator:
             self.tap.append(pl.DataFrame({
                 "window": [window] * k, "time": keys, "site": [site.id] * k,
                 **{name: tot[:, j] for j, name in enumerate(self._TOTALS)}}))
-        if scopes:  # one frame for every scope the site belongs to
-            n = len(scopes)
-            self.pending.append(pl.DataFrame({
-                "scope": np.repeat(np.array(scopes, dtype=object), k).tolist(),
-                "window": [window] * (n * k), "time": np.tile(keys, n),
-                "site": [site.id] * (n * k),
-                **{name: np.tile(tot[:, j], n) for j, name in enumerate(self._TOTALS)}}))
+        if not scopes:
+            return
+        counted = self._counts_valid()
+        n = len(scopes)  # one frame for every scope the site belongs to
+        self.pending.append(pl.DataFrame({
+            "scope": np.repeat(np.array(scopes, dtype=object), k).tolist(),
+            "window": [window] * (n * k), "time": np.tile(keys, n),
+            "site": [site.id] * (n * k),
+            **{name: np.tile(tot[:, j], n) for j, name in enumerate(self._TOTALS)}}))
+        if counted:
+            for sc in scopes:
+                for t in keys.tolist():
+                    entry = self._keys.setdefault((sc, window, t), [0, set()])
+                    entry[0] += 1
+                    entry[1].add(site.id)
+            self._counted = (self.pending, len(self.pending))
 
     def flush(self, final: bool, passed: Callable[[str, str, int], bool] | None = None
               ) -> pl.DataFrame | None:
@@ -94,6 +108,9 @@ class FleetAggregator:
         for a feed that is silent but whose watermark has moved on. ``final`` emits all.
         """
         if not self.pending:
+            self._recount(None)
+            return None
+        if not final and self._none_ready(passed):
             return None
         df = pl.concat(self.pending).sort("scope", "window", "time", "site")
         g = group_contributions(df)
@@ -108,12 +125,40 @@ class FleetAggregator:
         done = g.filter(pl.Series(ready)).drop("site")
         if ready.all():
             self.pending = []
+            self._recount(None)
         else:
-            left = g.filter(pl.Series(~ready)).select("scope", "window", "time")
+            rest = g.filter(pl.Series(~ready))
+            left = rest.select("scope", "window", "time")
             self.pending = [df.join(left, on=["scope", "window", "time"], how="semi")]
+            self._recount(rest)
         if done.height == 0:
             return None
         return fleet_frame(done, self.run, self.scope_size)
+
+
+    def _none_ready(self, passed: Callable[[str, str, int], bool] | None) -> bool:
+        """Whether the counts (when still valid) show no pending fleet window complete."""
+        if not self._counts_valid():
+            return False
+        for (sc, w, t), (n, got) in self._keys.items():
+            if n >= self.scope_size[sc] or (passed is not None and all(
+                    passed(m, w, t) for m in self.scopes[sc].difference(got))):
+                return False
+        return True
+
+    def _counts_valid(self) -> bool:
+        """Whether ``_keys`` still counts ``pending`` (nobody replaced or cleared it)."""
+        lst, n = self._counted
+        return self.pending is lst and len(lst) == n
+
+    def _recount(self, groups: pl.DataFrame | None) -> None:
+        """Count ``pending`` afresh from its groups (:func:`group_contributions`) or as empty."""
+        self._keys = {}
+        if groups is not None:
+            for sc, w, t, n, got in zip(groups["scope"], groups["window"], groups["time"].to_list(),
+                                        groups["sites"], groups["site"].to_list(), strict=True):
+                self._keys[(sc, w, t)] = [n, set(got)]
+        self._counted = (self.pending, len(self.pending))
 
 
 TOTALS = FleetAggregator._TOTALS  # noqa: SLF001 - the one list of summed columns

@@ -49,6 +49,7 @@ class CheckpointMixin:
         return True
 
     def _flush_sinks(self) -> None:
+        self._write_rows()
         self.sinks.flush()
         done = time.monotonic()
         for t, k in self._emits:
@@ -230,6 +231,11 @@ class CheckpointMixin:
             if self.owned and not self._broken:
                 self._checkpoint_within(self.drain_timeout_s)
         finally:
+            if self._unwritten:  # rows a failed drain did not hand over: the sinks' close decides
+                try:
+                    self._write_rows()
+                except Exception:  # noqa: BLE001 - best effort at exit, as close_service is
+                    log.exception("could not hand the last rows to the sinks")
             close_service(self.consumer, self.state, self.producer, self.sinks, self._http,
                           self.health)
             log.info("stopped", extra={"records": self.stats.records, "rows": self.stats.rows,

@@ -43,6 +43,7 @@ from pueflow.modes.consume.records import RecordsMixin
 from pueflow.optimizers.dispatcher import Dispatcher
 from pueflow.pipeline.core import Pipeline
 from pueflow.schema.batch import Batch
+from pueflow.schema.rows import Output
 from pueflow.units import parse_duration_ns
 
 log = logging.getLogger("pueflow.service")
@@ -174,6 +175,7 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         self._broken = False
         self._unflushed_since: float | None = None
         self._emits: list[tuple[float, int]] = []
+        self._unwritten: list[Output] = []  # emitted rows not yet handed to the sinks
         self._pause_start = 0.0
         self._since_ckpt = 0
         self._last_ckpt = time.monotonic()
