@@ -57,7 +57,11 @@ class FleetAggregator:
         # (scope, window, time key) -> [rows, sites] of what ``pending`` holds, kept while
         # ``pending`` is the list it was counted from and nothing else changed it: lets
         # ``flush`` see without polars that no fleet window is complete yet
-        self._keys: dict[tuple[str, str, int], list] = {}
+        # per key: rows counted, and the sites seen as a bit mask (plain ints: a container
+        # per key would make Python's cyclic GC rescan the heap while many are added)
+        self._keys: dict[tuple[str, str, int], int] = {}
+        self._seen: dict[tuple[str, str, int], int] = {}
+        self._bit = {sid: 1 << i for i, sid in enumerate(sorted(self.scopes.get("fleet", ())))}
         self._counted: tuple[list, int] = (self.pending, 0)
 
     def add(self, site: Site, window: str, start_ns: int, energy: np.ndarray,
@@ -92,11 +96,12 @@ class FleetAggregator:
             "site": [site.id] * (n * k),
             **{name: np.tile(tot[:, j], n) for j, name in enumerate(self._TOTALS)}}))
         if counted:
+            bit = self._bit[site.id]
             for sc in scopes:
                 for t in keys.tolist():
-                    entry = self._keys.setdefault((sc, window, t), [0, set()])
-                    entry[0] += 1
-                    entry[1].add(site.id)
+                    key = (sc, window, t)
+                    self._keys[key] = self._keys.get(key, 0) + 1
+                    self._seen[key] = self._seen.get(key, 0) | bit
             self._counted = (self.pending, len(self.pending))
 
     def flush(self, final: bool, passed: Callable[[str, str, int], bool] | None = None
@@ -140,9 +145,12 @@ class FleetAggregator:
         """Whether the counts (when still valid) show no pending fleet window complete."""
         if not self._counts_valid():
             return False
-        for (sc, w, t), (n, got) in self._keys.items():
-            if n >= self.scope_size[sc] or (passed is not None and all(
-                    passed(m, w, t) for m in self.scopes[sc].difference(got))):
+        for (sc, w, t), n in self._keys.items():
+            if n >= self.scope_size[sc]:
+                return False
+            got = self._seen[(sc, w, t)]
+            if passed is not None and all(passed(m, w, t) for m in self.scopes[sc]
+                                          if not got & self._bit[m]):
                 return False
         return True
 
@@ -153,11 +161,12 @@ class FleetAggregator:
 
     def _recount(self, groups: pl.DataFrame | None) -> None:
         """Count ``pending`` afresh from its groups (:func:`group_contributions`) or as empty."""
-        self._keys = {}
+        self._keys, self._seen = {}, {}
         if groups is not None:
             for sc, w, t, n, got in zip(groups["scope"], groups["window"], groups["time"].to_list(),
                                         groups["sites"], groups["site"].to_list(), strict=True):
-                self._keys[(sc, w, t)] = [n, set(got)]
+                self._keys[(sc, w, t)] = n
+                self._seen[(sc, w, t)] = sum(self._bit[m] for m in set(got))
         self._counted = (self.pending, len(self.pending))
 
 
