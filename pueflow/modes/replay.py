@@ -144,19 +144,21 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
     parts: dict[str, list[pl.DataFrame]] = {m: [] for m in ("kpi", "quality", "setpoint", "fleet")}
     known = {s.id for s in cfg.sites}
     local = local_store(sinks)
+    # with rows deferred, the chunks' quality rows also go to the sinks in one write
+    held: list[Output] | None = [] if pipe.defer_rows else None
     try:
-        _drive(pipe, chunks, parts, sinks, known, local, on_chunk)
+        _drive(pipe, chunks, parts, sinks, known, local, on_chunk, held)
     except BaseException:
-        if pipe.defer_rows:  # what was complete reaches the store before the error surfaces
+        if held is not None:  # what was complete reaches the store before the error surfaces
             out = pipe.flush_deferred()
             _collect(parts, out)
             if sinks is not None:
-                sinks.write(out)
+                sinks.write(_merged([*held, out]))
         raise
     out = pipe.finalize()
     _collect(parts, out)
     if sinks is not None:
-        sinks.write(out)
+        sinks.write(out if held is None else _merged([*held, out]))
         sinks.flush()
     return ReplayResult(
         kpi=_concat(parts["kpi"]), quality=_concat(parts["quality"]),
@@ -170,7 +172,7 @@ def replay_batches(cfg: Config, chunks: Iterable[Any], *, registry: Registry | N
 
 def _drive(pipe: Pipeline, chunks: Iterable[Any], parts: dict[str, list[pl.DataFrame]],
            sinks: SinkSet | None, known: set[str], local: Any,
-           on_chunk: Callable[[Any], None] | None) -> None:
+           on_chunk: Callable[[Any], None] | None, held: list[Output] | None) -> None:
     for chunk in chunks:
         out = pipe.process(chunk.batch)
         errors = getattr(chunk, "errors", None)
@@ -187,10 +189,21 @@ def _drive(pipe: Pipeline, chunks: Iterable[Any], parts: dict[str, list[pl.DataF
                 if local is not None:
                     local.write("quality", orphans)
         _collect(parts, out)
-        if sinks is not None:
+        if held is not None:
+            held.append(out)
+        elif sinks is not None:
             sinks.write(out)
         if on_chunk is not None:
             on_chunk(chunk)
+
+
+def _merged(outs: list[Output]) -> Output:
+    """One Output holding every row of ``outs``, measurement by measurement."""
+    out = Output()
+    for m in ("kpi", "quality", "setpoint", "fleet"):
+        frames = [df for o in outs if (df := getattr(o, m)) is not None and df.height]
+        setattr(out, m, pl.concat(frames, how="diagonal_relaxed") if frames else None)
+    return out
 
 
 def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None = None,
