@@ -86,13 +86,11 @@ def kpi_frame(cfg: Config, metered: np.ndarray, run: str, blocks: list[Windows],
 def quality_rows(registry: Registry, run: str, b: Batch, kind: str,
                  values: np.ndarray | None = None, detail: str = "") -> pl.DataFrame:
     """One ``quality`` row per reading of ``b`` (``values`` replaces the readings' values)."""
-    keys = registry.keys
-    n, m = len(b), len(keys)
-    # Python touches each distinct series once; the rows gather them (unknown ids read "?")
-    uniq, inv = np.unique(b.series, return_inverse=True)
-    ks = [keys[s] if 0 <= s < m else ("?", "?", "?") for s in uniq.tolist()]
-    at = pl.Series(inv.astype(np.int64))
-    parts = [pl.Series([k[j] for k in ks], dtype=pl.String).gather(at) for j in range(3)]
+    n, m = len(b), len(registry)
+    # the registry's key columns, gathered by series id (ids naming no series read "?")
+    ids = b.series.astype(np.int64)
+    at = np.where((ids >= 0) & (ids < m), ids, m)
+    parts = [col.gather(at) for col in registry.key_columns()]
 
     def const(x: str) -> pl.Series:
         return pl.Series([x], dtype=pl.String).new_from_index(0, n) if n else pl.Series(

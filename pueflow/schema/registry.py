@@ -11,6 +11,7 @@ import fnmatch
 import re
 
 import numpy as np
+import polars as pl
 
 from pueflow.config.models import Config
 from pueflow.roles import ROLE_INDEX, SIGNED_ROLES
@@ -55,6 +56,7 @@ class Registry:
         self._ids: dict[tuple[str, str, str], int] = {}
         self._cap = 0
         self._rank: np.ndarray | None = None
+        self._key_cols: tuple[pl.Series, ...] = ()
         for name, dtype, _ in self._FIELDS:
             setattr(self, name, np.empty(0, dtype))
         self._grow(64)
@@ -129,6 +131,19 @@ class Registry:
     def order(self) -> np.ndarray:
         """Return the series ids in canonical (key-sorted) order, as int32."""
         return np.argsort(self.rank(), kind="stable").astype(np.int32)
+
+    def key_columns(self) -> tuple[pl.Series, pl.Series, pl.Series]:
+        """Return site, device and point of every series id as String columns.
+
+        One entry more than there are series: ``"?"``, for ids that name none (gather with
+        ``len(registry)`` there). Built once, again only after a series is added.
+        """
+        n = len(self.keys)
+        if not self._key_cols or len(self._key_cols[0]) != n + 1:
+            self._key_cols = tuple(
+                pl.Series([k[j] for k in self.keys] + ["?"], dtype=pl.String) for j in range(3))
+        site, device, point = self._key_cols
+        return site, device, point
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Return the parameter arrays trimmed to the registered series (views, for kernels).
