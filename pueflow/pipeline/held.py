@@ -1,11 +1,11 @@
 """The columnar data path of the core: release held readings, order them, drop repeats.
 
 Every reading is copied once, by :func:`~pueflow.pipeline.screen.screen`, into a buffer
-(:class:`Buffers`) the core reuses from call to call; releasing by watermark
+(:class:`Buffers`) the core reuses from call to call. Releasing by watermark
 (:func:`release_in_place`), then putting each series that went back in time or repeated a
 time in order without its repeats (:func:`fix_series`, which touches only those series'
-readings) work in that buffer without copying the rest. On a time-ordered or nearly ordered input
-each step is one sequential pass, and the working set stays in cache between steps.
+readings) work in that buffer without copying the rest: on a time-ordered or nearly
+ordered input each step is one sequential pass.
 
 The rules are those of :mod:`pueflow.pipeline.screen` (screen codes, the smallest of a
 repeated reading's values kept, NaN last); only the copies are gone.
