@@ -12,6 +12,7 @@ Local processes on one storage file share a lock next to it (:func:`lock_path`).
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +20,12 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
+from optuna.storages.journal._file import BaseJournalFileLock  # the interface of its locks
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 from pueflow.exceptions import PueflowError
 from pueflow.modes.tune.trials import HEARTBEAT_S, STALE_AFTER_S, retry_stale
@@ -90,7 +97,8 @@ def open_storage(url: str) -> Any:
 
         path = journal.removeprefix("//")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
+        lock = FlockJournalLock(path) if fcntl is not None else None
+        return JournalStorage(JournalFileBackend(path, lock_obj=lock))
     if url.startswith("sqlite:"):
         # waiting for the lock beats failing a trial when two workers write at once
         return _rdb_with_retry(url, {"connect_args": {"timeout": 60}})
@@ -151,3 +159,35 @@ def redact(url: str) -> str:
             cred = cred.split(":", 1)[0] + ":***"
         return f"{scheme}://{cred}@{host}"
     return url
+
+
+class FlockJournalLock(BaseJournalFileLock):
+    """The journal file's write lock, held with ``flock`` on ``<journal>.flock``.
+
+    Optuna's own file lock is a file created exclusively and forcibly removed once it is 30 s
+    old: a worker stalled that long in a write (a loaded disk, a paused process) then shares
+    the journal with another, and two trials get one number. ``flock`` is never broken
+    while its holder lives and is released by the system when the holder dies.
+    """
+
+    def __init__(self, journal: str):
+        self.path = journal + ".flock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Block until this process holds the lock; return True."""
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Let the next writer in."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

@@ -40,3 +40,32 @@ def test_storage_urls():
     assert redact("postgresql://me:secret@db:5432/optuna") == "postgresql://me:***@db:5432/optuna"
     with pytest.raises(PueflowError, match="not understood"):
         open_storage("ftp://x")
+
+
+def test_journal_lock_excludes_and_survives_its_holder(tmp_path):
+    """The journal's flock: a second holder waits (never breaks in), a dead holder's lock is free."""
+    import multiprocessing as mp
+    import threading
+
+    from pueflow.modes.tune.storage import FlockJournalLock
+
+    path = str(tmp_path / "study.journal")
+    first, second = FlockJournalLock(path), FlockJournalLock(path)
+    assert first.acquire()
+    got = threading.Event()
+    t = threading.Thread(target=lambda: (second.acquire(), got.set()), daemon=True)
+    t.start()
+    assert not got.wait(0.5)  # held: the second waits however long the first takes
+    first.release()
+    assert got.wait(10)
+    second.release()
+    # a holder that dies without releasing leaves the lock free for the next
+    ctx = mp.get_context("fork")
+    p = ctx.Process(target=lambda: (FlockJournalLock(path).acquire(), __import__("os")._exit(0)))
+    p.start()
+    p.join(10)
+    third = FlockJournalLock(path)
+    done = threading.Event()
+    threading.Thread(target=lambda: (third.acquire(), done.set()), daemon=True).start()
+    assert done.wait(10)
+    third.release()
