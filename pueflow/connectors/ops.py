@@ -181,3 +181,30 @@ def close_service(consumer: Any, state: Any, producer: Any, sinks: Any,
     if http is not None:
         http.shutdown()
     health.beat("stopped")
+
+
+class RebalanceGuard:
+    """The first exception of a rebalance callback, kept for the poll loop to raise.
+
+    kafka-python logs and swallows exceptions of a consumer-group listener; a streaming
+    stage runs its callbacks through :meth:`guard` and calls :meth:`raise_fatal` in its loop.
+    """
+
+    def __init__(self, log: logging.Logger):
+        self.log = log
+        self.fatal: BaseException | None = None
+
+    def guard(self, fn: Any, arg: Any) -> None:
+        """Call ``fn(arg)``; keep its exception (the first one) instead of raising it here."""
+        try:
+            fn(arg)
+        except BaseException as exc:
+            self.log.exception("rebalance callback failed")
+            if self.fatal is None:
+                self.fatal = exc
+
+    def raise_fatal(self) -> None:
+        """Raise the kept exception, once."""
+        if self.fatal is not None:
+            exc, self.fatal = self.fatal, None
+            raise exc

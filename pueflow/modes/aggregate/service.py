@@ -24,7 +24,13 @@ from kafka.structs import OffsetAndMetadata
 from pueflow.config.models import Config
 from pueflow.connectors import kafka as kc
 from pueflow.connectors import kafka_state as ks
-from pueflow.connectors.ops import Health, ServiceMetrics, close_service, serve
+from pueflow.connectors.ops import (
+    Health,
+    RebalanceGuard,
+    ServiceMetrics,
+    close_service,
+    serve,
+)
 from pueflow.connectors.sink import SinkSet, build_sinkset
 from pueflow.exceptions import SinkBackpressure, SinkError, StateError
 from pueflow.pipeline.fleet import TOTALS
@@ -89,7 +95,7 @@ class AggregateService:
         self.rows = 0
         self.checkpoints = 0
         self._dirty = False
-        self._fatal: BaseException | None = None
+        self._rebalance = RebalanceGuard(log)
         self._last_ckpt = time.monotonic()
 
     # ------------------------------------------------------------------ loop
@@ -136,17 +142,10 @@ class AggregateService:
         return self.rows
 
     def _raise_fatal(self) -> None:
-        if self._fatal is not None:
-            exc, self._fatal = self._fatal, None
-            raise exc
+        self._rebalance.raise_fatal()
 
     def _guard(self, fn, arg) -> None:
-        try:
-            fn(arg)
-        except BaseException as exc:
-            log.exception("rebalance callback failed")
-            if self._fatal is None:
-                self._fatal = exc
+        self._rebalance.guard(fn, arg)
 
     def _handle(self, records: dict) -> None:
         for tp, rs in records.items():

@@ -36,7 +36,7 @@ from pueflow.config.models import Config
 from pueflow.connectors import kafka as kc
 from pueflow.connectors import kafka_state as ks
 from pueflow.connectors import wire
-from pueflow.connectors.ops import Health, ServiceMetrics, serve
+from pueflow.connectors.ops import Health, RebalanceGuard, ServiceMetrics, serve
 from pueflow.connectors.sink import SinkSet, build_sinkset
 from pueflow.modes.consume.checkpoint import CheckpointMixin, Part
 from pueflow.modes.consume.records import RecordsMixin
@@ -171,7 +171,7 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         self.paused = False
         self.retry_at = 0.0
         self.backoff_s = 0.5
-        self._fatal: BaseException | None = None
+        self._rebalance = RebalanceGuard(log)
         self._broken = False
         self._unflushed_since: float | None = None
         self._emits: list[tuple[float, int]] = []
@@ -301,13 +301,7 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         return self.stats
 
     def _guard(self, fn, arg) -> None:
-        """kafka-python swallows listener exceptions; keep the first so the loop raises it."""
-        try:
-            fn(arg)
-        except BaseException as exc:
-            log.exception("rebalance callback failed")
-            if self._fatal is None:
-                self._fatal = exc
+        self._rebalance.guard(fn, arg)
 
     def _step(self, now: float) -> None:
         self.health.beat("paused" if self.paused else "running")
@@ -334,7 +328,5 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
             self._guarded(self.checkpoint)
 
     def _raise_fatal(self) -> None:
-        if self._fatal is not None:
-            exc, self._fatal = self._fatal, None
-            raise exc
+        self._rebalance.raise_fatal()
 
