@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,13 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_consume import FIELDS, bench_config, publish, start_components  # noqa: E402
+from benchmarks.bench_consume import (  # noqa: E402
+    FIELDS,
+    bench_config,
+    publish,
+    start_components,
+    stop_components,
+)
 from pueflow.config.load import parse_config  # noqa: E402
 from tests.integration.helpers import _toml  # noqa: E402
 
@@ -167,13 +172,7 @@ def main() -> int:
         print(f"a 500 MW campus at 3 M readings/s needs {3e6 / per_proc:.1f} consume processes at the "
               f"1-process rate ({3e6 * res[1][1] / 1e6:.1f} CPU cores at its CPU cost)")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_components(procs, tmp)
     return 0
 
 

@@ -79,6 +79,17 @@ def start_components(tmp: Path) -> tuple[list[subprocess.Popen], str, str]:
     return [broker, vm], f"127.0.0.1:{kport}", f"http://127.0.0.1:{vport}"
 
 
+def stop_components(procs: list[subprocess.Popen], tmp: Path) -> None:
+    """Stop what :func:`start_components` started (SIGTERM, then kill) and remove ``tmp``."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_config(bootstrap: str, vm_url: str, topic: str, n_sites: int, tag: str) -> dict:
     meters = [
         {"device": "rack-*", "point": "*_kw", "kind": "power", "role": "it", "max_gap": "60s"},
@@ -283,13 +294,7 @@ def main() -> int:
         print(f"memory: peak RSS {peak:,.0f} MB with {2 * big_racks * len(FIELDS):,} series "
               f"(target <= 500 MB); that run: {rate2 / 1e3:,.0f} k samples/s")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_components(procs, tmp)
     return 0
 
 
