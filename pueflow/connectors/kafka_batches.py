@@ -67,7 +67,7 @@ class _OneBatch:
         return batch
 
 
-class FastPartitionRecords(_Library):
+class FastPartitionRecords(Fetcher.PartitionRecords):
     """kafka-python's ``Fetcher.PartitionRecords`` yielding a block per plain v2 batch.
 
     Parameters are those of kafka-python's class.
@@ -222,7 +222,7 @@ def _unsupported(consumer: Any) -> str | None:
     if fetcher is None or getattr(fetcher, "PartitionRecords", None) is not _Library:
         return "the consumer's fetcher is not kafka-python's Fetcher"
     try:
-        args = list(inspect.signature(_Library.__init__).parameters)
+        args = list(inspect.signature(Fetcher.PartitionRecords.__init__).parameters)
     except (TypeError, ValueError):
         args = []
     needed = ("_unpack_records", "_maybe_raise_next_inline_exception", "_maybe_skip_record")

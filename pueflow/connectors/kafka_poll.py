@@ -47,7 +47,10 @@ class PollColumns:
     def __init__(self, records: dict, tps: list):
         self.tps = tps
         self._items: list[Any] = []  # a block, or a list of consecutive records
-        tp_i, offs, lens, counts = [], [], [], []
+        tp_i: list[np.ndarray] = []
+        offs: list[np.ndarray] = []
+        lens: list[np.ndarray] = []
+        counts: list[int] = []
         for j, tp in enumerate(tps):
             n = 0
             run: list[Any] = []

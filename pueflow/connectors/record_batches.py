@@ -212,18 +212,18 @@ def scan_records(buf: np.ndarray) -> Records:
     if len(buf) < HEADER_SIZE:
         msg = f"record batch of {len(buf)} bytes is shorter than the {HEADER_SIZE}-byte header"
         raise RecordBatchError(msg)
-    h = HEADER.unpack_from(buf)
+    h = HEADER.unpack(buf[:HEADER_SIZE].tobytes())
     base, length, magic, attrs, base_ts, max_ts, count = h[0], h[1], h[3], h[5], h[7], h[8], h[12]
     if magic != 2 or attrs & CODEC_MASK or length + 12 != len(buf):
         msg = (f"record batch at offset {base}: magic {magic}, codec {attrs & CODEC_MASK}, "
                f"length {length} + 12 vs {len(buf)} bytes; only uncompressed v2 batches are scanned")
         raise RecordBatchError(msg)
-    *arrays, size, err, pos = _scan(buf, HEADER_SIZE, count, base, base_ts,
-                                    bool(attrs & LOG_APPEND_TIME), max_ts)
+    offs, ts, k0, kn, v0, vn, hc, size, err, pos = _scan(
+        buf, HEADER_SIZE, count, base, base_ts, bool(attrs & LOG_APPEND_TIME), max_ts)
     if err:
         msg = f"record batch at offset {base}: {ERRORS[err]} (byte {pos} of {len(buf)})"
         raise RecordBatchError(msg)
-    return Records(*arrays, size)
+    return Records(offs, ts, k0, kn, v0, vn, hc, int(size))
 
 
 @njit
