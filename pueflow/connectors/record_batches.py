@@ -99,7 +99,7 @@ def _span(buf, p, end):
 def _scan(buf, start, count, base_offset, base_ts, log_append, max_ts):
     end = len(buf)
     n = max(count, 0)
-    if count < 0 or count > end - start:
+    if count < 0 or count > (end - start) // 7:  # a record takes at least 7 bytes
         n = 0
     offs = np.empty(n, np.int64)
     ts = np.empty(n, np.int64)

@@ -122,9 +122,10 @@ def test_bad_varints_and_counts():
     struct.pack_into(">i", buf, 57, 10**6)  # record count past the bytes
     with pytest.raises(RecordBatchError, match="record count"):
         scanned(bytes(buf))
-    struct.pack_into(">i", buf, 57, 2)  # one record more than there is
+    more = bytearray(build([(b"key", b"value" * 4, [], 0, 0)] * 2))
+    struct.pack_into(">i", more, 57, 3)  # one record more than there is
     with pytest.raises(RecordBatchError, match="runs past"):
-        scanned(bytes(buf))
+        scanned(bytes(more))
     struct.pack_into(">i", buf, 57, 0)  # the record is left over
     with pytest.raises(RecordBatchError, match="bytes left"):
         scanned(bytes(buf))
