@@ -218,11 +218,21 @@ def decode_line(payloads: list[bytes], registry: Registry, precision: str = "ns"
         without a timestamp, a ``site`` tag or a time in 1970..2260, is refused whole with a
         reason (``line N:`` prefixed past a payload's first line).
     """
-    if not payloads:
+    ends = np.cumsum(np.fromiter(map(len, payloads), np.int64, count=len(payloads)))
+    return decode_line_buffer(np.frombuffer(b"".join(payloads), np.uint8), ends, registry,
+                              precision)
+
+
+def decode_line_buffer(buf: np.ndarray, ends: np.ndarray, registry: Registry,
+                       precision: str = "ns") -> Decoded:
+    """Decode line-protocol payloads laid back to back in ``buf`` (array [uint8]).
+
+    ``ends`` (array [int64]) holds each payload's exclusive end in ``buf`` [bytes]; the rest
+    is as for :func:`decode_line`, whose result this is for the same payloads.
+    """
+    if not len(ends):
         return Decoded.empty()
     mult = unit_ns(precision)
-    ends = np.cumsum(np.fromiter(map(len, payloads), np.int64, count=len(payloads)))
-    buf = np.frombuffer(b"".join(payloads), np.uint8)
     rec, fld, fields, sid, rec_errors = _decode(buf, ends, registry, mult)
     pay = rec[0]
     errors = []
@@ -234,7 +244,7 @@ def decode_line(payloads: list[bytes], registry: Registry, precision: str = "ns"
         errors = [(int(pay[r]), f"line {line[r] + 1}: {why}" if line[r] else why)
                   for r, why in rec_errors]
     r = fld[0][fields]
-    return finish(len(payloads), rec[8][r], sid, fld[6][fields], pay[r], errors, registry)
+    return finish(len(ends), rec[8][r], sid, fld[6][fields], pay[r], errors, registry)
 
 
 def decode_line_text(text: str | bytes, registry: Registry, precision: str = "ns") -> Decoded:

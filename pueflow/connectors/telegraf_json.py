@@ -74,12 +74,23 @@ def decode_json(payloads: list[bytes], registry: Registry, timestamp_unit: str =
         error for that field only; a metric missing ``site``, device/name, ``fields`` or
         ``timestamp``, or with a time outside 1970..2260, is an error.
     """
-    mult = unit_ns(timestamp_unit)
     n = len(payloads)
+    ends = np.cumsum(np.fromiter(map(len, payloads), np.int64, count=n))
+    return decode_json_buffer(np.frombuffer(b"".join(payloads), np.uint8), ends, registry,
+                              timestamp_unit)
+
+
+def decode_json_buffer(buf: np.ndarray, ends: np.ndarray, registry: Registry,
+                       timestamp_unit: str = "s") -> Decoded:
+    """Decode Telegraf JSON payloads laid back to back in ``buf`` (array [uint8]).
+
+    ``ends`` (array [int64]) holds each payload's exclusive end in ``buf`` [bytes]; the rest
+    is as for :func:`decode_json`, whose result this is for the same payloads.
+    """
+    mult = unit_ns(timestamp_unit)
+    n = len(ends)
     if not n:
         return finish(0, *decode_python([], registry, mult), registry)
-    ends = np.cumsum(np.fromiter(map(len, payloads), np.int64, count=n))
-    buf = np.frombuffer(b"".join(payloads), np.uint8)
     ok, fld, met = json_scan.scan(buf, ends, mult, MIN_TIME_NS, MAX_TIME_NS)
     pay, t_ns, h1, h2, value = fld[:5]
     if fld[5].any():
@@ -92,7 +103,9 @@ def decode_json(payloads: list[bytes], registry: Registry, timestamp_unit: str =
     if ok.all():
         return finish(n, t_ns, sid, value, pay, [], registry)
     rest = np.flatnonzero(~ok)
-    t2, s2, v2, o2, errors = decode_python([payloads[i] for i in rest.tolist()], registry, mult)
+    starts = np.r_[0, ends[:-1]]
+    t2, s2, v2, o2, errors = decode_python([buf[starts[i]:ends[i]].tobytes() for i in rest.tolist()],
+                                           registry, mult)
     origin = np.concatenate([pay, rest[o2].astype(np.int32)])
     order = np.argsort(origin, kind="stable")
     errors = [(int(rest[i]), why) for i, why in errors]

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from pueflow.connectors.line_protocol import (
     decode_line,
+    decode_line_buffer,
     decode_line_chunk,
     decode_line_text,
     encode_line,
     parse_line,
 )
 from pueflow.connectors.lp_escape import escape_key, escape_measurement
-from pueflow.connectors.telegraf_json import decode_json, encode_json
+from pueflow.connectors.telegraf_json import decode_json, decode_json_buffer, encode_json
 from pueflow.connectors.wire_base import (
     MAX_TIME_NS,
     MIN_TIME_NS,
@@ -30,5 +31,6 @@ from pueflow.connectors.wire_base import (
 from pueflow.connectors.wire_encode import CANONICAL
 
 __all__ = ["CANONICAL", "MAX_TIME_NS", "MIN_TIME_NS", "UNIT_NS", "Decoded", "decode_json",
-           "decode_line", "decode_line_chunk", "decode_line_text", "encode_json", "encode_line", "escape_key",
+           "decode_json_buffer", "decode_line", "decode_line_buffer", "decode_line_chunk",
+           "decode_line_text", "encode_json", "encode_line", "escape_key",
            "escape_measurement", "parse_line", "unit_ns"]

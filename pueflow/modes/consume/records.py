@@ -12,6 +12,7 @@ import orjson
 import polars as pl
 
 from pueflow.config.routing import kpi_topic_windows
+from pueflow.connectors.kafka_poll import PollColumns
 from pueflow.pipeline.core import NO_TIME
 from pueflow.schema.rows import MEASUREMENTS, Output
 from pueflow.sovereignty.audit import AuditLog, audit_path
@@ -28,54 +29,51 @@ class RecordsMixin:
     kpi_audit: AuditLog | None
 
     def _handle(self, records: dict, now: float) -> None:
-        recs: list[Any] = []
-        tp_list = list(records)
-        counts: list[int] = []
-        for tp in tp_list:
-            rs = records[tp]
-            part = self.owned.get(tp)
-            if part is None:  # revoked while in flight
-                counts.append(0)
-                continue
-            values = [r.value for r in rs]
-            if None in values or max(map(len, values)) > self.max_message_bytes:
-                rs = self._screen_records(rs)
-            recs.extend(rs)
-            counts.append(len(rs))
-            n = len(records[tp])
-            part.next_offset = records[tp][-1].offset + 1
-            part.dirty = True
-            self.metrics.records_in.labels(tp.topic).inc(n)
-            self.stats.records += n
-            self._since_ckpt += n
-        if not recs:
+        tp_list = [tp for tp in records if tp in self.owned]  # not those revoked in flight
+        if not tp_list:
             return
-        payloads = [r.value for r in recs]
-        tp_of = np.repeat(np.arange(len(tp_list), dtype=np.int32), counts)
+        poll = PollColumns(records, tp_list)
+        last = poll.last_offsets()
+        for j, tp in enumerate(tp_list):
+            n = int(poll.counts[j])
+            if n:
+                part = self.owned[tp]
+                part.next_offset = int(last[j]) + 1
+                part.dirty = True
+                self.metrics.records_in.labels(tp.topic).inc(n)
+        self.stats.records += len(poll)
+        self._since_ckpt += len(poll)
+        vlen = poll.value_len
+        bad = (vlen < 0) | (vlen > self.max_message_bytes)
+        keep = idx = None
+        if bad.any():  # rare: screened one by one
+            for i in np.flatnonzero(bad).tolist():
+                self._screen(poll.message(i))
+            keep = ~bad
+            idx = np.flatnonzero(keep)
+            if not len(idx):
+                return
+        buf, ends = poll.payloads(keep)
+        tp_of = poll.tp if keep is None else poll.tp[keep]
         reg = self.pipeline.registry
-        dec = self._decode(payloads, reg)
+        dec = self._decode(buf, ends, reg)
         out = self.pipeline.process(dec.batch)
         n = len(dec.batch)
         self.stats.samples += n
         self.metrics.samples_in.inc(n)
         self._track_sites(dec, tp_of, tp_list)
-        self._dead_letters(dec, out, recs)
+        self._dead_letters(dec, out, poll, idx)
         self._emit(out, now)
 
-    def _screen_records(self, rs: list) -> list:
-        """Return the records worth decoding; send empty and oversized ones to the dead letters."""
-        keep = []
-        limit = self.max_message_bytes
-        for r in rs:
-            v = r.value
-            if v is None:
-                self._dead(r, "empty record (no value)", "empty")
-            elif len(v) > limit:
-                self._dead(r, f"record of {len(v)} bytes exceeds max_message_bytes={limit}",
-                           "oversized")
-            else:
-                keep.append(r)
-        return keep
+    def _screen(self, r: Any) -> None:
+        """Send an empty or oversized record to the dead letters."""
+        v = r.value
+        if v is None:
+            self._dead(r, "empty record (no value)", "empty")
+        else:
+            limit = self.max_message_bytes
+            self._dead(r, f"record of {len(v)} bytes exceeds max_message_bytes={limit}",
+                       "oversized")
 
     def _track_sites(self, dec, tp_of: np.ndarray, tp_list: list) -> None:
         """Which partition carries which site (a partition's state is its sites' state)."""
@@ -99,7 +97,8 @@ class RecordsMixin:
                             "site lives in one partition", self.site_ids[s], tp.topic,
                             tp.partition, owner.topic, owner.partition)
 
-    def _dead_letters(self, dec, out: Output, recs: list) -> None:
+    def _dead_letters(self, dec, out: Output, poll: PollColumns, idx: np.ndarray | None) -> None:
+        """Send the payloads the decoder or the core refused (``idx``: payload -> message)."""
         reasons: dict[int, list[str]] = defaultdict(list)
         for i, why in dec.errors:
             reasons[i].append(why)
@@ -113,7 +112,8 @@ class RecordsMixin:
                 k = keys[s] if 0 <= s < len(keys) else ("?", "?", "?")
                 reasons[p].append(f"{why}: {k[0]}/{k[1]}/{k[2]} at {int(b.time_ns[ri])} ns")
         for p, whys in reasons.items():
-            self._dead(recs[p], "; ".join(_fold(whys)), _kind(whys[0]))
+            msg = poll.message(p if idx is None else int(idx[p]))
+            self._dead(msg, "; ".join(_fold(whys)), _kind(whys[0]))
 
     def _dead(self, r: Any, reason: str, kind: str) -> None:
         self.dlq.send(r.value, reason, r.topic, r.partition, r.offset, key=r.key)

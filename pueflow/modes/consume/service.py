@@ -34,8 +34,8 @@ from kafka import ConsumerRebalanceListener
 
 from pueflow.config.models import Config
 from pueflow.connectors import kafka as kc
+from pueflow.connectors import kafka_batches, wire
 from pueflow.connectors import kafka_state as ks
-from pueflow.connectors import wire
 from pueflow.connectors.ops import Health, RebalanceGuard, ServiceMetrics, serve
 from pueflow.connectors.sink import SinkSet, build_sinkset
 from pueflow.modes.consume.checkpoint import CheckpointMixin, Part
@@ -161,6 +161,8 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         copts = kc.consumer_options(self.kcfg, **(consumer_overrides or {}))
         self.session_s = copts["session_timeout_ms"] / 1000
         self.consumer = kc.build_consumer(self.kcfg, **(consumer_overrides or {}))
+        #: whether polls return record blocks (numba-parsed batches) besides ConsumerRecords
+        self.fast_batches = self.kcfg.fast_batches and kafka_batches.install(self.consumer)
         self.pipeline = self._new_pipeline()
         self.owned: dict[Any, Part] = {}
         self.site_owner: dict[int, Any] = {}
@@ -225,13 +227,13 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
         t = 86400 * 10**9 + np.arange(n, dtype=np.int64) * step
         p.process(Batch(t, np.full(n, sid, np.int32), np.ones(n)))
         p.finalize()
-        self._decode([b"{}"], p.registry)
+        self._decode(np.frombuffer(b"{}", np.uint8), np.array([2], np.int64), p.registry)
 
     def _decoder(self):
         if self.kcfg.format == "line":
-            return lambda payloads, reg: wire.decode_line(payloads, reg)
+            return lambda buf, ends, reg: wire.decode_line_buffer(buf, ends, reg)
         unit = self.kcfg.timestamp_unit
-        return lambda payloads, reg: wire.decode_json(payloads, reg, unit)
+        return lambda buf, ends, reg: wire.decode_json_buffer(buf, ends, reg, unit)
 
     def _health_info(self) -> dict[str, Any]:
         return {"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in self.owned),
