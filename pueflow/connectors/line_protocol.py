@@ -36,6 +36,7 @@ from pueflow.connectors.wire_base import (
     MIN_TIME_NS,
     Decoded,
     finish,
+    joined,
     time_range_reason,
     unit_ns,
 )
@@ -218,9 +219,7 @@ def decode_line(payloads: list[bytes], registry: Registry, precision: str = "ns"
         without a timestamp, a ``site`` tag or a time in 1970..2260, is refused whole with a
         reason (``line N:`` prefixed past a payload's first line).
     """
-    ends = np.cumsum(np.fromiter(map(len, payloads), np.int64, count=len(payloads)))
-    return decode_line_buffer(np.frombuffer(b"".join(payloads), np.uint8), ends, registry,
-                              precision)
+    return decode_line_buffer(*joined(payloads), registry, precision)
 
 
 def decode_line_buffer(buf: np.ndarray, ends: np.ndarray, registry: Registry,

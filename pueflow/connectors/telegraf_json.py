@@ -26,6 +26,7 @@ from pueflow.connectors.wire_base import (
     MIN_TIME_NS,
     Decoded,
     finish,
+    joined,
     unit_ns,
 )
 from pueflow.connectors.wire_encode import (
@@ -74,10 +75,7 @@ def decode_json(payloads: list[bytes], registry: Registry, timestamp_unit: str =
         error for that field only; a metric missing ``site``, device/name, ``fields`` or
         ``timestamp``, or with a time outside 1970..2260, is an error.
     """
-    n = len(payloads)
-    ends = np.cumsum(np.fromiter(map(len, payloads), np.int64, count=n))
-    return decode_json_buffer(np.frombuffer(b"".join(payloads), np.uint8), ends, registry,
-                              timestamp_unit)
+    return decode_json_buffer(*joined(payloads), registry, timestamp_unit)
 
 
 def decode_json_buffer(buf: np.ndarray, ends: np.ndarray, registry: Registry,

@@ -59,6 +59,12 @@ class Decoded:
         return cls(Batch.empty(), np.empty(0, np.int32), [])
 
 
+def joined(payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Lay ``payloads`` back to back: (buffer [uint8], exclusive end of each [bytes])."""
+    ends = np.cumsum(np.fromiter(map(len, payloads), np.int64, count=len(payloads)))
+    return np.frombuffer(b"".join(payloads), np.uint8), ends
+
+
 def time_range_reason(t_ns: int, shown: str, mult: int) -> str:
     """Why a timestamp ``shown`` (``t_ns`` after applying the unit) is refused."""
     when = "before 1970" if t_ns < MIN_TIME_NS else "after 2260"
