@@ -48,6 +48,8 @@ class Ctx:
         self.keys = Keys(registry)
         #: 1-based row -> site named by a row refused in the current chunk (to_batch fills it)
         self.error_sites: dict[int, str] = {}
+        #: where the current chunk lies in its Parquet file, and its times (None: not Parquet)
+        self.span: ChunkSpan | None = None
 
     def window(self, batch: Batch) -> Batch:
         """Keep the readings of ``batch`` inside the time filter [ns]."""
@@ -221,6 +223,49 @@ def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.nd
     return np.where(ok, t, 0) * mult if mult != 1 else t, ok
 
 
+@dataclass(slots=True, frozen=True)
+class ChunkSpan:
+    """Where a Parquet chunk lies in its file, and how its times run.
+
+    Attributes
+    ----------
+    group : int
+        Row group of the file the chunk was read from.
+    group_done : bool
+        True when the chunk holds the group's last rows.
+    t_max : int
+        Latest time of the chunk's readings [ns] (min int64 when it has none).
+    late_ns : int
+        Largest ``max(earlier times of the chunk) - t`` over its readings [ns]; 0 when the
+        chunk is in time order.
+    """
+
+    group: int
+    group_done: bool
+    t_max: int
+    late_ns: int
+
+
+def chunk_span(p: Prepared, group: int, group_done: bool) -> ChunkSpan:
+    """Describe a prepared chunk as a :class:`ChunkSpan` (rows refused for their time left out)."""
+    t = p.time_ns if p.bad is None else p.time_ns[~p.bad]
+    late, top = lateness(t, np.iinfo(np.int64).min)
+    return ChunkSpan(group, group_done, int(top), int(late))
+
+
+@njit
+def lateness(t: np.ndarray, top: int) -> tuple[int, int]:
+    """Largest ``max(earlier times) - t`` [ns] over ``t`` after ``top``, and the new top."""
+    late = 0
+    for i in range(t.shape[0]):
+        x = t[i]
+        if x > top:
+            top = x
+        elif top - x > late:
+            late = top - x
+    return late, top
+
+
 @dataclass(slots=True)
 class Prepared:
     """One record batch turned into arrays, before any key is registered.
@@ -236,6 +281,7 @@ class Prepared:
     bad: np.ndarray | None = None
     site_null: np.ndarray | None = None
     errors: list[tuple[int, str]] = field(default_factory=list)
+    span: ChunkSpan | None = None
 
 
 def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[str, str]
