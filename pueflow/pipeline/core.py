@@ -275,9 +275,12 @@ class Pipeline(CoreState):
         if q is not None:
             quality.append(q)
         blocks, self._deferred = self._deferred, []
+        by: dict[tuple[int, str], list[Windows]] = {}  # one fleet frame a site and window
         for b in blocks:
-            self.fleet.add_many(self.cfg.sites[b.site], b.window, b.start, b.e,
-                                self.metered[b.site], self.tz[b.site])
+            by.setdefault((b.site, b.window), []).append(b)
+        for (i, w), bs in by.items():
+            self.fleet.add_many(self.cfg.sites[i], w, np.concatenate([b.start for b in bs]),
+                                np.concatenate([b.e for b in bs]), self.metered[i], self.tz[i])
         return blocks
 
     def flush_deferred(self) -> Output:
