@@ -107,7 +107,8 @@ class Keys:
 
     def _series(self, cols: list[pa.DictionaryArray]) -> np.ndarray:
         dicts = tuple(c.dictionary for c in cols)
-        if not self._same_dicts(dicts):
+        fresh = not self._same_dicts(dicts)  # every key is new to the table then
+        if fresh:
             self._dicts = dicts
             self._values = [d.to_pylist() for d in dicts]
             self._shape = (len(dicts[0]), len(dicts[1]), len(dicts[2]))
@@ -121,7 +122,7 @@ class Keys:
             return self._ids(uniq)[inv]
         sid = np.empty(len(idx[0]), np.int32)
         seen = np.zeros(0, np.bool_)
-        if _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen):
+        if fresh or _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen):
             # keys not seen before: marked once per distinct code, no sort
             seen = np.zeros(len(self._lut), np.bool_)
             _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen)
