@@ -130,21 +130,24 @@ def fix_series(t, s, v, flagged, last_i, ds, dt, dv):
     n_series = flagged.shape[0]
     # each flagged series' positions, grouped by series (a counting sort), arrival order kept
     start = np.zeros(n_series + 1, np.int64)
-    for i in range(n):
+    found = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):  # the one pass over every reading
         si = s[i]
         if flagged[si]:
             start[si + 1] += 1
+            found[m] = i
+            m += 1
     for j in range(n_series):
         start[j + 1] += start[j]
-    m = start[n_series]
     pos = np.empty(m, np.int64)
     for j in range(n_series):
         last_i[j] = start[j]
-    for i in range(n):
+    for k in range(m):
+        i = found[k]
         si = s[i]
-        if flagged[si]:
-            pos[last_i[si]] = i
-            last_i[si] += 1
+        pos[last_i[si]] = i
+        last_i[si] += 1
     d = 0
     for j in range(n_series):
         a, b = start[j], start[j + 1]
@@ -154,12 +157,10 @@ def fix_series(t, s, v, flagged, last_i, ds, dt, dv):
         p = pos[a:b]
         nt = t[p]
         nv = v[p]
-        for k in range(1, b - a):
-            if nt[k] < nt[k - 1]:  # went back in time: sort (else only repeats)
-                o = np.argsort(nt, kind="mergesort")
-                nt = nt[o]
-                nv = nv[o]
-                break
+        if not _insertion_sort(nt, nv, 8 * (b - a) + 64):  # far from ordered: merge sort
+            o = np.argsort(nt, kind="mergesort")
+            nt = nt[o]
+            nv = nv[o]
         keep = 0
         s[p[0]] = j
         for k in range(1, b - a):
@@ -178,6 +179,32 @@ def fix_series(t, s, v, flagged, last_i, ds, dt, dv):
             t[p[k]] = nt[k]
             v[p[k]] = nv[k]
     return d
+
+
+@njit
+def _insertion_sort(t, v, budget):
+    """Sort ``t`` (and ``v`` along) stably in place, if it takes at most ``budget`` moves.
+
+    A series a few readings late or out of order is nearly sorted: this takes one pass
+    plus a move per place a reading is out of it. Returns False (``t`` partly sorted,
+    equal times still in their original order) once the budget is spent.
+    """
+    for k in range(1, t.shape[0]):
+        x = t[k]
+        if x >= t[k - 1]:
+            continue
+        y = v[k]
+        j = k
+        while j > 0 and t[j - 1] > x:
+            t[j] = t[j - 1]
+            v[j] = v[j - 1]
+            j -= 1
+        t[j] = x
+        v[j] = y
+        budget -= k - j
+        if budget < 0:
+            return False
+    return True
 
 
 class Buffers:
