@@ -209,8 +209,9 @@ def check_schema(path: Path, schema: pa.Schema, hive: dict[str, str]) -> None:
         raise InputFormatError(str(path), msg, column="value")
 
 
-def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return times [ns] and a mask of those inside 1970..2260."""
+def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return times [ns] and a mask of those inside 1970..2260 (None: all of them)."""
     if col.null_count:
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         msg = "time is empty; every reading needs an event time"
@@ -220,8 +221,26 @@ def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.nd
         col = col.cast(pa.int64())
     t = col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     # range checked in the file's unit: multiplying first could wrap past int64
-    ok = (t >= -(-MIN_TIME_NS // mult)) & (t < -(-MAX_TIME_NS // mult))
+    lo_ok, hi_ok = -(-MIN_TIME_NS // mult), -(-MAX_TIME_NS // mult)
+    lo, hi = _min_max(t)
+    if lo >= lo_ok and hi < hi_ok:  # one pass, no mask: what nearly every chunk is
+        return t * mult if mult != 1 else t, None
+    ok = (t >= lo_ok) & (t < hi_ok)
     return np.where(ok, t, 0) * mult if mult != 1 else t, ok
+
+
+@njit
+def _min_max(t: np.ndarray) -> tuple[int, int]:
+    """Smallest and largest of ``t`` (max and min int64 when it is empty)."""
+    lo = np.iinfo(np.int64).max
+    hi = np.iinfo(np.int64).min
+    for i in range(t.shape[0]):
+        x = t[i]
+        if x < lo:
+            lo = x
+        if x > hi:
+            hi = x
+    return lo, hi
 
 
 @dataclass(slots=True, frozen=True)
@@ -293,7 +312,7 @@ def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[st
     time_ns, t_ok = time_ns_of(path, rb.column("time"), offset, ctx.mult)
     cols, bad, site_null = [], None, None
     errors: list[tuple[int, str]] = []
-    if not t_ok.all():
+    if t_ok is not None:
         bad = ~t_ok
         raw = rb.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False)
         for r in np.flatnonzero(bad):
