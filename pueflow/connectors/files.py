@@ -344,7 +344,9 @@ def _group_times(pfs: list[pq.ParquetFile], mults: list[int]
 
 def _lateness_limit(pfs: list[pq.ParquetFile], mults: list[int], rows: int | None) -> int | None:
     """Time [ns] that ``rows`` readings span at the files' mean rate (None: unknown)."""
-    times = _group_times(pfs, mults) if rows is not None else None
+    if rows is None:
+        return None
+    times = _group_times(pfs, mults)
     n = sum(pf.metadata.num_rows for pf in pfs)
     if times is None or not len(times[0]) or n == 0:
         return None
