@@ -167,6 +167,32 @@ def test_nearly_ordered_row_groups_stream_with_a_grace_per_chunk_and_the_same_ro
         _same(_rows(res), want)
 
 
+def test_per_chunk_grace_with_a_time_filter_and_several_files(tmp_path):
+    """Row groups skipped by the time filter, and files of a folder read in path order:
+    the grace still covers what comes after each chunk."""
+    cfg = _config()
+    df = _readings(17, 300, 2).sort("time", maintain_order=True)
+    t = df["time"].cast(pl.Int64)
+    lo, hi = int(t.quantile(0.3)), int(t.quantile(0.8))
+    ref = _write(df, tmp_path / "sorted.parquet")
+    want = _rows(replay(cfg, [ref], progress=False, write=False, as_streamed=True,
+                        time_from_ns=lo, time_to_ns=hi))
+    key = np.arange(df.height, dtype=np.float64)
+    key[np.arange(40, df.height - 300, 97)] += 280.5  # readings late into later chunks
+    nearly = df[np.argsort(key, kind="stable")]
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    half = nearly.height // 2
+    _write(nearly[:half + 100], folder / "a.parquet", 400)  # overlaps the next file
+    _write(nearly[half + 100:], folder / "b.parquet", 300)
+    assert grace_bound([folder], max_rows_behind=10**9) is not None
+    res = replay(cfg, [folder], progress=False, write=False, chunk_rows=250,
+                 time_from_ns=lo, time_to_ns=hi)
+    assert not res.spilled
+    assert res.quality.filter(pl.col("kind") == "late").height == 0
+    _same(_rows(res), want)
+
+
 def _write(df: pl.DataFrame, path, row_group_size: int | None = None):
     df.write_parquet(path, row_group_size=row_group_size)
     return path
