@@ -210,8 +210,11 @@ def check_schema(path: Path, schema: pa.Schema, hive: dict[str, str]) -> None:
 
 
 def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Return times [ns] and a mask of those inside 1970..2260 (None: all of them)."""
+               ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]:
+    """Return times [ns] and a mask of those inside 1970..2260 (None: all of them).
+
+    When all are, also their lateness and latest time [ns] (see :class:`ChunkSpan`).
+    """
     if col.null_count:
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         msg = "time is empty; every reading needs an event time"
@@ -222,25 +225,28 @@ def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int
     t = col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     # range checked in the file's unit: multiplying first could wrap past int64
     lo_ok, hi_ok = -(-MIN_TIME_NS // mult), -(-MAX_TIME_NS // mult)
-    lo, hi = _min_max(t)
+    lo, hi, late = _time_stats(t)
     if lo >= lo_ok and hi < hi_ok:  # one pass, no mask: what nearly every chunk is
-        return t * mult if mult != 1 else t, None
+        return (t * mult if mult != 1 else t), None, (late * mult, hi * mult if len(t) else hi)
     ok = (t >= lo_ok) & (t < hi_ok)
-    return np.where(ok, t, 0) * mult if mult != 1 else t, ok
+    return np.where(ok, t, 0) * mult if mult != 1 else t, ok, None
 
 
 @njit
-def _min_max(t: np.ndarray) -> tuple[int, int]:
-    """Smallest and largest of ``t`` (max and min int64 when it is empty)."""
+def _time_stats(t: np.ndarray) -> tuple[int, int, int]:
+    """Smallest and largest of ``t`` (max and min int64 when empty), and its lateness."""
     lo = np.iinfo(np.int64).max
     hi = np.iinfo(np.int64).min
+    late = 0
     for i in range(t.shape[0]):
         x = t[i]
         if x < lo:
             lo = x
         if x > hi:
             hi = x
-    return lo, hi
+        elif hi - x > late:
+            late = hi - x
+    return lo, hi, late
 
 
 @dataclass(slots=True, frozen=True)
@@ -268,8 +274,11 @@ class ChunkSpan:
 
 def chunk_span(p: Prepared, group: int, group_done: bool) -> ChunkSpan:
     """Describe a prepared chunk as a :class:`ChunkSpan` (rows refused for their time left out)."""
-    t = p.time_ns if p.bad is None else p.time_ns[~p.bad]
-    late, top = lateness(t, np.iinfo(np.int64).min)
+    if p.times is not None and p.bad is None:  # measured while the times were checked
+        late, top = p.times
+    else:
+        t = p.time_ns if p.bad is None else p.time_ns[~p.bad]
+        late, top = lateness(t, np.iinfo(np.int64).min)
     return ChunkSpan(group, group_done, int(top), int(late))
 
 
@@ -302,6 +311,8 @@ class Prepared:
     site_null: np.ndarray | None = None
     errors: list[tuple[int, str]] = field(default_factory=list)
     span: ChunkSpan | None = None
+    #: lateness and latest time [ns] of ``time_ns``, when known
+    times: tuple[int, int] | None = None
 
 
 def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[str, str]
@@ -309,7 +320,7 @@ def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[st
     """Arrow rows of the canonical form -> arrays and known ids; rows with a null key noted."""
     n = rb.num_rows
     names = rb.schema.names
-    time_ns, t_ok = time_ns_of(path, rb.column("time"), offset, ctx.mult)
+    time_ns, t_ok, times = time_ns_of(path, rb.column("time"), offset, ctx.mult)
     cols, bad, site_null = [], None, None
     errors: list[tuple[int, str]] = []
     if t_ok is not None:
@@ -338,7 +349,7 @@ def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[st
     if v.null_count:
         v = pc.fill_null(v, np.nan)
     return Prepared(time_ns, v.to_numpy(zero_copy_only=False), cols, ctx.keys.known(cols),
-                    offset, bad, site_null, errors)
+                    offset, bad, site_null, errors, times=times)
 
 
 def finish(p: Prepared, ctx: Ctx, errors: list[tuple[int, str]]) -> Batch:
