@@ -48,6 +48,8 @@ class Ctx:
         self.keys = Keys(registry)
         #: 1-based row -> site named by a row refused in the current chunk (to_batch fills it)
         self.error_sites: dict[int, str] = {}
+        #: where the current chunk lies in its Parquet file, and its times (None: not Parquet)
+        self.span: ChunkSpan | None = None
 
     def window(self, batch: Batch) -> Batch:
         """Keep the readings of ``batch`` inside the time filter [ns]."""
@@ -105,7 +107,8 @@ class Keys:
 
     def _series(self, cols: list[pa.DictionaryArray]) -> np.ndarray:
         dicts = tuple(c.dictionary for c in cols)
-        if not self._same_dicts(dicts):
+        fresh = not self._same_dicts(dicts)  # every key is new to the table then
+        if fresh:
             self._dicts = dicts
             self._values = [d.to_pylist() for d in dicts]
             self._shape = (len(dicts[0]), len(dicts[1]), len(dicts[2]))
@@ -119,7 +122,7 @@ class Keys:
             return self._ids(uniq)[inv]
         sid = np.empty(len(idx[0]), np.int32)
         seen = np.zeros(0, np.bool_)
-        if _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen):
+        if fresh or _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen):
             # keys not seen before: marked once per distinct code, no sort
             seen = np.zeros(len(self._lut), np.bool_)
             _lookup(idx[0], idx[1], idx[2], nd, np_, self._lut, sid, seen)
@@ -206,8 +209,12 @@ def check_schema(path: Path, schema: pa.Schema, hive: dict[str, str]) -> None:
         raise InputFormatError(str(path), msg, column="value")
 
 
-def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return times [ns] and a mask of those inside 1970..2260."""
+def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int
+               ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]:
+    """Return times [ns] and a mask of those inside 1970..2260 (None: all of them).
+
+    When all are, also their lateness and latest time [ns] (see :class:`ChunkSpan`).
+    """
     if col.null_count:
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         msg = "time is empty; every reading needs an event time"
@@ -217,8 +224,75 @@ def time_ns_of(path: Path, col: pa.Array, offset: int, mult: int) -> tuple[np.nd
         col = col.cast(pa.int64())
     t = col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     # range checked in the file's unit: multiplying first could wrap past int64
-    ok = (t >= -(-MIN_TIME_NS // mult)) & (t < -(-MAX_TIME_NS // mult))
-    return np.where(ok, t, 0) * mult if mult != 1 else t, ok
+    lo_ok, hi_ok = -(-MIN_TIME_NS // mult), -(-MAX_TIME_NS // mult)
+    lo, hi, late = _time_stats(t)
+    if lo >= lo_ok and hi < hi_ok:  # one pass, no mask: what nearly every chunk is
+        return (t * mult if mult != 1 else t), None, (late * mult, hi * mult if len(t) else hi)
+    ok = (t >= lo_ok) & (t < hi_ok)
+    return np.where(ok, t, 0) * mult if mult != 1 else t, ok, None
+
+
+@njit
+def _time_stats(t: np.ndarray) -> tuple[int, int, int]:
+    """Smallest and largest of ``t`` (max and min int64 when empty), and its lateness."""
+    lo = np.iinfo(np.int64).max
+    hi = np.iinfo(np.int64).min
+    late = 0
+    for i in range(t.shape[0]):
+        x = t[i]
+        if x < lo:
+            lo = x
+        if x > hi:
+            hi = x
+        elif hi - x > late:
+            late = hi - x
+    return lo, hi, late
+
+
+@dataclass(slots=True, frozen=True)
+class ChunkSpan:
+    """Where a Parquet chunk lies in its file, and how its times run.
+
+    Attributes
+    ----------
+    group : int
+        Row group of the file the chunk was read from.
+    group_done : bool
+        True when the chunk holds the group's last rows.
+    t_max : int
+        Latest time of the chunk's readings [ns] (min int64 when it has none).
+    late_ns : int
+        Largest ``max(earlier times of the chunk) - t`` over its readings [ns]; 0 when the
+        chunk is in time order.
+    """
+
+    group: int
+    group_done: bool
+    t_max: int
+    late_ns: int
+
+
+def chunk_span(p: Prepared, group: int, group_done: bool) -> ChunkSpan:
+    """Describe a prepared chunk as a :class:`ChunkSpan` (rows refused for their time left out)."""
+    if p.times is not None and p.bad is None:  # measured while the times were checked
+        late, top = p.times
+    else:
+        t = p.time_ns if p.bad is None else p.time_ns[~p.bad]
+        late, top = lateness(t, np.iinfo(np.int64).min)
+    return ChunkSpan(group, group_done, int(top), int(late))
+
+
+@njit
+def lateness(t: np.ndarray, top: int) -> tuple[int, int]:
+    """Largest ``max(earlier times) - t`` [ns] over ``t`` after ``top``, and the new top."""
+    late = 0
+    for i in range(t.shape[0]):
+        x = t[i]
+        if x > top:
+            top = x
+        elif top - x > late:
+            late = top - x
+    return late, top
 
 
 @dataclass(slots=True)
@@ -236,6 +310,9 @@ class Prepared:
     bad: np.ndarray | None = None
     site_null: np.ndarray | None = None
     errors: list[tuple[int, str]] = field(default_factory=list)
+    span: ChunkSpan | None = None
+    #: lateness and latest time [ns] of ``time_ns``, when known
+    times: tuple[int, int] | None = None
 
 
 def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[str, str]
@@ -243,10 +320,10 @@ def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[st
     """Arrow rows of the canonical form -> arrays and known ids; rows with a null key noted."""
     n = rb.num_rows
     names = rb.schema.names
-    time_ns, t_ok = time_ns_of(path, rb.column("time"), offset, ctx.mult)
+    time_ns, t_ok, times = time_ns_of(path, rb.column("time"), offset, ctx.mult)
     cols, bad, site_null = [], None, None
     errors: list[tuple[int, str]] = []
-    if not t_ok.all():
+    if t_ok is not None:
         bad = ~t_ok
         raw = rb.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False)
         for r in np.flatnonzero(bad):
@@ -272,7 +349,7 @@ def prepare(path: Path, rb: pa.RecordBatch, offset: int, ctx: Ctx, hive: dict[st
     if v.null_count:
         v = pc.fill_null(v, np.nan)
     return Prepared(time_ns, v.to_numpy(zero_copy_only=False), cols, ctx.keys.known(cols),
-                    offset, bad, site_null, errors)
+                    offset, bad, site_null, errors, times=times)
 
 
 def finish(p: Prepared, ctx: Ctx, errors: list[tuple[int, str]]) -> Batch:

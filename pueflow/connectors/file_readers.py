@@ -27,6 +27,7 @@ from pueflow.connectors.file_arrow import (
     Ctx,
     Prepared,
     check_schema,
+    chunk_span,
     finish,
     missing_message,
     prepare,
@@ -122,6 +123,7 @@ def _read_parquet(path: Path, ctx: Ctx, hive: dict[str, str]):
 
     def batches() -> Iterator[tuple[int, int, Prepared]]:
         for rg, offset in _row_groups(pf, ctx):
+            group_end = offset + pf.metadata.row_group(rg).num_rows
             it = pf.iter_batches(batch_size=ctx.chunk_rows, row_groups=[rg], columns=columns)
             while True:
                 try:
@@ -134,14 +136,18 @@ def _read_parquet(path: Path, ctx: Ctx, hive: dict[str, str]):
                            f"file is corrupt or truncated ({exc}); export it again or move "
                            "it out of the input")
                     raise InputFormatError(str(path), msg, row=offset + 1) from None
-                yield rb.num_rows, offset, prepare(path, rb, offset, ctx, hive)
+                prepared = prepare(path, rb, offset, ctx, hive)
                 offset += rb.num_rows
+                # its times, for a grace that keeps every later reading on time (replay)
+                prepared.span = chunk_span(prepared, rg, offset >= group_end)
+                yield rb.num_rows, offset - rb.num_rows, prepared
 
     # decoding, time and value columns and known keys' ids (pyarrow and numba, GIL
     # released) run ahead on a thread; new keys are registered here, where the core runs
     for rows, offset, prepared in read_ahead(batches()):
         errors: list[tuple[int, str]] = []
         batch = finish(prepared, ctx, errors)
+        ctx.span = prepared.span
         yield batch, rows, size * (offset + rows) // total, errors
 
 

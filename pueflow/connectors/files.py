@@ -24,11 +24,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pueflow.connectors.file_arrow import COLUMNS, KEY_COLUMNS, Ctx, missing_message
+from pueflow.connectors.file_arrow import (
+    COLUMNS,
+    KEY_COLUMNS,
+    ChunkSpan,
+    Ctx,
+    lateness,
+    missing_message,
+)
 from pueflow.connectors.file_readers import READERS, read_ahead
 from pueflow.connectors.wire import unit_ns
 from pueflow.exceptions import InputFormatError
-from pueflow.jit import njit
 from pueflow.schema.batch import Batch
 
 if TYPE_CHECKING:
@@ -60,6 +66,8 @@ class FileChunk:
         row number, where there is one.
     path : str
         The file this chunk came from.
+    span : ChunkSpan, optional
+        Its row group and times (Parquet only), for :meth:`GraceBound.grace`.
     """
 
     batch: Batch
@@ -69,6 +77,7 @@ class FileChunk:
     errors: list[tuple[int, str]] = field(default_factory=list)
     path: str = ""
     error_sites: dict[int, str] = field(default_factory=dict)
+    span: ChunkSpan | None = None
 
     @property
     def fraction(self) -> float:
@@ -183,9 +192,11 @@ def iter_file(path: str | Path, registry: Registry, *, chunk_rows: int = 1_000_0
         hive = _hive(f, root) if root.is_dir() else {}
         for batch, rows, pos, errors in reader(f, ctx, hive):
             sites, ctx.error_sites = ctx.error_sites, {}
+            span, ctx.span = ctx.span, None
             if errors and "site" in hive:
                 sites = {r: sites.get(r, hive["site"]) for r, _ in errors}
-            yield FileChunk(batch, rows, done + min(pos, size), total, errors, str(f), sites)
+            yield FileChunk(batch, rows, done + min(pos, size), total, errors, str(f), sites,
+                            span)
         done += size
 
 
@@ -200,17 +211,10 @@ def time_lateness(paths: list[str | Path], chunk_rows: int = 1_000_000,
     than ``max_rows_behind`` readings at the input's mean rate (from row-group
     statistics): a series-major file is given up on after its first two series.
     """
-    files = [f for p in paths for f in telemetry_files(p)]
-    if any(format_of(f) != "parquet" for f in files):
+    opened = _parquet_files(paths)
+    if opened is None:
         return None
-    try:
-        pfs = [pq.ParquetFile(f) for f in files]
-    except (pa.ArrowException, OSError):
-        return None  # the reader names the file and the problem
-    if any("time" not in pf.schema_arrow.names for pf in pfs):
-        return None
-    mults = [unit_ns(t.unit) if pa.types.is_timestamp(t) else 1
-             for t in (pf.schema_arrow.field("time").type for pf in pfs)]
+    _, pfs, mults = opened
     limit = _lateness_limit(pfs, mults, max_rows_behind)
     top, late = np.iinfo(np.int64).min, 0
     try:
@@ -224,7 +228,7 @@ def time_lateness(paths: list[str | Path], chunk_rows: int = 1_000_000,
                     continue
                 if mult != 1:
                     t = t * mult
-                late_here, top = _lateness(t, top)
+                late_here, top = lateness(t, top)
                 late = max(late, late_here)
                 if limit is not None and late > limit:
                     return None
@@ -233,24 +237,99 @@ def time_lateness(paths: list[str | Path], chunk_rows: int = 1_000_000,
     return late
 
 
-@njit
-def _lateness(t: np.ndarray, top: int) -> tuple[int, int]:
-    """Largest ``max(earlier times) - t`` [ns] over ``t`` after ``top``, and the new top."""
-    late = 0
-    for i in range(t.shape[0]):
-        x = t[i]
-        if x > top:
-            top = x
-        elif top - x > late:
-            late = top - x
-    return late, top
+def _parquet_files(paths: list[str | Path]
+                   ) -> tuple[list[Path], list[pq.ParquetFile], list[int]] | None:
+    """Open the files of ``paths`` in :func:`iter_file` order; also their time units [ns].
 
-
-def _lateness_limit(pfs: list[pq.ParquetFile], mults: list[int], rows: int | None) -> int | None:
-    """Time [ns] that ``rows`` readings span at the files' mean rate (None: unknown)."""
-    if rows is None:
+    None unless all are Parquet with a ``time`` column.
+    """
+    files = [f for p in paths for f in telemetry_files(p)]
+    if any(format_of(f) != "parquet" for f in files):
         return None
-    lo, hi, n = None, None, 0
+    try:
+        pfs = [pq.ParquetFile(f) for f in files]
+    except (pa.ArrowException, OSError):
+        return None  # the reader names the file and the problem
+    if any("time" not in pf.schema_arrow.names for pf in pfs):
+        return None
+    mults = [unit_ns(t.unit) if pa.types.is_timestamp(t) else 1
+             for t in (pf.schema_arrow.field("time").type for pf in pfs)]
+    return files, pfs, mults
+
+
+class GraceBound:
+    """A grace per chunk with which no reading of a Parquet input is late, from statistics.
+
+    A reading screened with grace ``g`` moves its site's watermark to at most its time
+    minus ``g``; a later reading is late only below that. So a chunk's grace must cover
+    how far any later reading trails one of the chunk's: within the chunk, its exact
+    lateness (:attr:`ChunkSpan.late_ns`, measured where it was decoded); beyond it, the
+    chunk's latest time minus the earliest time of every row group still to come (from the
+    row-group statistics: a lower bound of what those groups hold). Nothing of the input
+    is read ahead of the replay itself.
+
+    Built by :func:`grace_bound`; feed it the chunks of :func:`iter_file` over the same
+    paths, in order.
+    """
+
+    def __init__(self, keys: list[tuple[str, int]], after: np.ndarray, bound_ns: int):
+        self._index: dict[tuple[str, int], list[int]] = {}
+        for i, k in enumerate(keys):
+            self._index.setdefault(k, []).append(i)
+        #: earliest time of row group i and of every group after it [ns]
+        self._after = after
+        self._at = 0
+        #: the largest grace any chunk can be given [ns] (what the memory check used)
+        self.bound_ns = bound_ns
+
+    def grace(self, chunk: FileChunk) -> int:
+        """Grace [ns] for ``chunk``: no reading from it on is late by its watermarks."""
+        span = chunk.span
+        if span is None:
+            return self.bound_ns
+        i = next((j for j in self._index.get((chunk.path, span.group), ()) if j >= self._at),
+                 None)
+        if i is None:  # not a chunk of the input it was built for: the safe bound
+            return self.bound_ns
+        self._at = i + 1 if span.group_done else i
+        later = i + 1 if span.group_done else i  # a group's next chunks: its own minimum
+        g = span.late_ns
+        if later < len(self._after) and span.t_max > np.iinfo(np.int64).min:
+            g = max(g, span.t_max - int(self._after[later]))
+        return max(g, 0)
+
+
+def grace_bound(paths: list[str | Path], max_rows_behind: int) -> GraceBound | None:
+    """Build a :class:`GraceBound` for ``paths`` if its grace fits ``max_rows_behind`` readings.
+
+    Reads only the Parquet footers. The largest grace it can give is the largest
+    ``max(latest time of groups 1..g) - min(earliest time of groups g..)`` over the row
+    groups ``g`` in :func:`iter_file` order; None when that spans more than
+    ``max_rows_behind`` readings at the input's mean rate, or the input is not all Parquet
+    with time statistics (then :func:`time_lateness` reads the times).
+    """
+    opened = _parquet_files(paths)
+    if opened is None:
+        return None
+    files, pfs, mults = opened
+    times = _group_times(pfs, mults)
+    limit = _lateness_limit(pfs, mults, max_rows_behind)
+    if times is None or limit is None:
+        return None
+    lo, hi = times
+    if not len(lo):
+        return None
+    keys = [(str(f), g) for f, pf in zip(files, pfs, strict=True)
+            for g in range(pf.metadata.num_row_groups)]
+    after = np.minimum.accumulate(lo[::-1])[::-1]
+    bound = int(max((np.maximum.accumulate(hi) - after).max(), 0))
+    return GraceBound(keys, after, bound) if bound <= limit else None
+
+
+def _group_times(pfs: list[pq.ParquetFile], mults: list[int]
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Earliest and latest time [ns] of each row group, files in order (None: no statistics)."""
+    lo, hi = [], []
     for pf, mult in zip(pfs, mults, strict=True):
         md = pf.metadata
         ti = pf.schema_arrow.get_field_index("time")
@@ -258,16 +337,24 @@ def _lateness_limit(pfs: list[pq.ParquetFile], mults: list[int], rows: int | Non
             st = md.row_group(i).column(ti).statistics
             if st is None or not st.has_min_max or st.physical_type != "INT64":
                 return None
-            lo = st.min_raw * mult if lo is None else min(lo, st.min_raw * mult)
-            hi = st.max_raw * mult if hi is None else max(hi, st.max_raw * mult)
-        n += md.num_rows
-    if lo is None or n == 0:
+            lo.append(st.min_raw * mult)
+            hi.append(st.max_raw * mult)
+    return np.array(lo, np.int64), np.array(hi, np.int64)
+
+
+def _lateness_limit(pfs: list[pq.ParquetFile], mults: list[int], rows: int | None) -> int | None:
+    """Time [ns] that ``rows`` readings span at the files' mean rate (None: unknown)."""
+    if rows is None:
         return None
-    return int((hi - lo) * rows / n)
+    times = _group_times(pfs, mults)
+    n = sum(pf.metadata.num_rows for pf in pfs)
+    if times is None or not len(times[0]) or n == 0:
+        return None
+    return int((int(times[1].max()) - int(times[0].min())) * rows / n)
 
 
 # names other modules and tests import from here
 _missing_message = missing_message
 _read_ahead = read_ahead
-__all__ = ["COLUMNS", "FORMATS", "KEY_COLUMNS", "FileChunk", "format_of", "iter_file",
-           "telemetry_files", "time_lateness"]
+__all__ = ["COLUMNS", "FORMATS", "KEY_COLUMNS", "FileChunk", "GraceBound", "format_of",
+           "grace_bound", "iter_file", "telemetry_files", "time_lateness"]

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from pueflow.config.models import Config
-from pueflow.connectors.files import iter_file, time_lateness
+from pueflow.connectors.files import GraceBound, grace_bound, iter_file, time_lateness
 from pueflow.connectors.sink import SinkSet, build_sinkset
 from pueflow.modes.spill import EventOrder, event_ordered
 from pueflow.optimizers.dispatcher import Dispatcher
@@ -257,10 +257,17 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
         nonlocal order, read_rows
         if order is None:
             return decoded()
-        # a time-ordered or nearly ordered input (checked on the Parquet time column alone)
-        # streams straight into the core, neither buffered nor spilled: with a grace of its
-        # largest lateness no reading is late, and the core's rows do not depend on order
-        # within the grace (the readings held back stay within a quarter of the budget)
+        # a time-ordered or nearly ordered input streams straight into the core, neither
+        # buffered nor spilled: with a grace of its lateness no reading is late, and the
+        # core's rows do not depend on order within the grace (the readings held back stay
+        # within a quarter of the budget). Where the Parquet row-group statistics bound the
+        # lateness within that, each chunk gets its own grace as it comes (nothing read
+        # ahead); else the time column is read first
+        bound = grace_bound(inputs, order.budget_rows // 4)
+        if bound is not None:
+            order = None
+            read_rows = chunk_rows
+            return _graced(decoded(), pipe, bound)
         with ThreadPoolExecutor(1) as pool:
             probe = pool.submit(time_lateness, inputs, chunk_rows, order.budget_rows // 4)
             # pieces are the same either way: the first is decoded while the probe reads
@@ -321,6 +328,14 @@ def replay(cfg: Config, inputs: list[str | Path], *, out_dir: str | Path | None 
             order.close()
         if sinks is not None:
             sinks.close()
+
+
+def _graced(chunks: Iterable[Any], pipe: Pipeline, bound: GraceBound) -> Iterator[Any]:
+    """Yield ``chunks``, setting the core's grace for each before it is processed."""
+    base = pipe.grace_ns
+    for chunk in chunks:
+        pipe.grace_ns = max(base, bound.grace(chunk))
+        yield chunk
 
 
 def _primed(items: Iterable[Any]) -> Iterator[Any]:

@@ -25,7 +25,7 @@ import polars as pl
 from pueflow.config.models import Config
 from pueflow.pipeline import energy as en
 from pueflow.pipeline.fleet import FleetAggregator
-from pueflow.pipeline.frames import kpi_frame, quality_rows, screen_quality
+from pueflow.pipeline.frames import QualityLog, kpi_frame, quality_rows, screen_quality
 from pueflow.pipeline.held import Buffers, fix_series, release_in_place
 from pueflow.pipeline.history import Windows
 from pueflow.pipeline.screen import OK, ORDERED, SCREEN_NAMES, close_time, note_first, screen
@@ -46,7 +46,6 @@ from pueflow.units import parse_duration_ns
 
 NO_TIME = en.NO_TIME
 N_ROLES = len(ALL_ROLES)
-EV_COLUMNS = {en.EV_ROLLOVER: 0, en.EV_RESET: 1, en.EV_GAP: 2}
 #: With ``defer_rows``, rows are built once this many windows wait (memory stays bounded).
 DEFER_WINDOWS = 50_000
 
@@ -87,7 +86,6 @@ class Pipeline(CoreState):
                 self.metered[i, ROLE_INDEX[m.role]] = True
         self.fleet = FleetAggregator(cfg, run)
         self._site_index = {s.id: i for i, s in enumerate(cfg.sites)}
-        self._site_series: list[np.ndarray] = []
         self._scratch = np.empty(0, np.int64)
         self._scratch_i = np.empty(0, np.int64)
         self._disordered = np.zeros(0, np.bool_)
@@ -100,20 +98,10 @@ class Pipeline(CoreState):
         #: the per-call frame building is not)
         self.defer_rows = False
         self._deferred: list[Windows] = []
+        #: with ``defer_rows``, quality rows of single readings, made a frame once
+        self._qlog = QualityLog()
+        self._calls = 0
         self.stats = {"readings_in": 0, "readings_ok": 0, "readings_rejected": 0}
-
-    def _series_of_site(self) -> list[np.ndarray]:
-        n = len(self.registry)
-        if n != self._site_series_n:
-            order = self.registry.order()
-            site_of = self.registry.site[:n]
-            role_of = self.registry.role[:n]
-            self._site_series = [
-                order[(site_of[order] == i) & (role_of[order] >= 0)]
-                for i in range(len(self.cfg.sites))
-            ]
-            self._site_series_n = n
-        return self._site_series
 
     # ------------------------------------------------------------------ public API
     def process(self, batch: Batch) -> Output:
@@ -138,7 +126,12 @@ class Pipeline(CoreState):
         self.stats["readings_in"] += len(batch)
         self.stats["readings_ok"] += len(batch) - len(bad)
         self.stats["readings_rejected"] += len(bad)
-        quality = [screen_quality(self.registry, self.run, batch, bad, codes)] if len(bad) else []
+        self._calls += 1
+        quality = []
+        if len(bad) and self.defer_rows:
+            self._qlog.screened(batch, bad, codes, self._calls)
+        elif len(bad):
+            quality.append(screen_quality(self.registry, self.run, batch, bad, codes))
         out = self._advance(quality, final=False)
         out.rejected_index = bad.astype(np.int64)
         out.rejected_reason = [SCREEN_NAMES[int(c)] for c in codes[bad]]
@@ -237,8 +230,7 @@ class Pipeline(CoreState):
             d = fix_series(r.time_ns, r.series, r.value, self._disordered, self._scratch_i,
                            buf.ds, buf.dt, buf.dv)
             if d:
-                dup = Batch(buf.dt[:d].copy(), buf.ds[:d].copy(), buf.dv[:d].copy())
-                quality.append(quality_rows(self.registry, self.run, dup, "duplicate"))
+                self._quality(quality, Batch(buf.dt[:d], buf.ds[:d], buf.dv[:d]), "duplicate")
         note_first(r.series, r.time_ns, self.first_t)
         lo_t, hi_t = self._lo, self._hi
         present = np.flatnonzero(hi_t != NO_TIME)
@@ -261,38 +253,45 @@ class Pipeline(CoreState):
                             self.acc_n, ev_idx, ev_code, ev_val)
         if n_ev:
             idx, code = ev_idx[:n_ev], ev_code[:n_ev]
-            self._book_events(r, idx, code, a["site"])
+            s = a["site"][r.series[idx]]
+            en.book_events(self.ev_acc, s, r.time_ns[idx] // self.base_ns - self.site_b0[s], code)
             for c, name in en.EVENT_NAMES.items():
                 sel = idx[code == c]
                 if len(sel):
-                    quality.append(quality_rows(self.registry, self.run, r.take(sel), name, ev_val[:n_ev][code == c]))
+                    self._quality(quality, r.take(sel), name, ev_val[:n_ev][code == c])
         return quality
 
-    def _take_deferred(self) -> list[Windows]:
+    def _quality(self, quality: list[pl.DataFrame], b: Batch, kind: str,
+                 values: np.ndarray | None = None) -> None:
+        """Quality rows of the readings ``b``: into ``quality``, or noted for later."""
+        if self.defer_rows:
+            self._qlog.readings(b, kind, values)
+        else:
+            b = Batch(b.time_ns.copy(), b.series.copy(), b.value.copy())  # b may be a view
+            quality.append(quality_rows(self.registry, self.run, b, kind, values))
+
+    def _take_deferred(self, quality: list[pl.DataFrame]) -> list[Windows]:
+        q = self._qlog.frame(self.registry, self.run)
+        if q is not None:
+            quality.append(q)
         blocks, self._deferred = self._deferred, []
+        by: dict[tuple[int, str], list[Windows]] = {}  # one fleet frame a site and window
         for b in blocks:
-            self.fleet.add_many(self.cfg.sites[b.site], b.window, b.start, b.e,
-                                self.metered[b.site], self.tz[b.site])
+            by.setdefault((b.site, b.window), []).append(b)
+        for (i, w), bs in by.items():
+            self.fleet.add_many(self.cfg.sites[i], w, np.concatenate([b.start for b in bs]),
+                                np.concatenate([b.e for b in bs]), self.metered[i], self.tz[i])
         return blocks
 
     def flush_deferred(self) -> Output:
         """Rows of the complete windows ``defer_rows`` holds back (a replay stopping early)."""
         quality: list[pl.DataFrame] = []
-        blocks = self._take_deferred()
+        blocks = self._take_deferred(quality)
         out = Output()
         out.kpi = kpi_frame(self.cfg, self.metered, self.run, blocks, quality) if blocks else None
         out.fleet = self.fleet.flush(False, self._site_passed)
         out.quality = pl.concat(quality, how="diagonal_relaxed") if quality else None
         return out
-
-    def _book_events(self, r: Batch, idx, code, site) -> None:
-        """Count rollovers, resets and gaps into the bucket of the reading that showed them."""
-        for c, col in EV_COLUMNS.items():
-            sel = idx[code == c]
-            if len(sel):
-                s = site[r.series[sel]]
-                slot = r.time_ns[sel] // self.base_ns - self.site_b0[s]
-                np.add.at(self.ev_acc, (s, slot, col), 1)
 
     def _close_sites(self, a, quality, final: bool) -> pl.DataFrame | None:
         site_series = self._series_of_site()
@@ -316,9 +315,10 @@ class Pipeline(CoreState):
             blocks.extend(self._emit_windows(i, b_end * self.base_ns, tail))
         if self.defer_rows:
             self._deferred.extend(blocks)
-            if not final and sum(len(b.start) for b in self._deferred) < DEFER_WINDOWS:
+            if (not final and sum(len(b.start) for b in self._deferred) < DEFER_WINDOWS
+                    and self._qlog.rows < DEFER_WINDOWS):
                 return None
-            blocks = self._take_deferred()
+            blocks = self._take_deferred(quality)
         if not blocks:
             return None
         return kpi_frame(self.cfg, self.metered, self.run, blocks, quality)

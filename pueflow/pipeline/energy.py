@@ -35,6 +35,8 @@ KIND_REGISTER, KIND_POWER, KIND_SENSOR = 0, 1, 2
 EV_ROLLOVER, EV_RESET, EV_SPIKE, EV_REBASE, EV_GAP = 1, 2, 3, 4, 5
 EVENT_NAMES = {EV_ROLLOVER: "rollover", EV_RESET: "reset", EV_SPIKE: "spike",
                EV_REBASE: "rebase", EV_GAP: "gap"}
+#: Events counted per bucket, and their column in the per-site event counts.
+EV_COLUMNS = {EV_ROLLOVER: 0, EV_RESET: 1, EV_GAP: 2}
 #: A decrease counts as a rollover only if the previous reading was in the top decile.
 ROLLOVER_ZONE = 0.9
 SPIKES_BEFORE_REBASE = 3
@@ -310,3 +312,18 @@ def integrate_ordered(time_ns, series, value, kind, register_max, jitter, max_ga
                                  jitter[s], max_gap_ns[s], max_kw[s], last_t, last_v,
                                  spike_run, acc_e, acc_cov, ev_idx, ev_code, ev_val, n_ev)
     return n_ev
+
+
+def book_events(ev_acc: np.ndarray, site: np.ndarray, slot: np.ndarray, code: np.ndarray) -> None:
+    """Count rollovers, resets and gaps into the bucket of the reading that showed them.
+
+    Parameters
+    ----------
+    ev_acc : array [int64] (site, bucket slot, :data:`EV_COLUMNS`), updated in place
+    site, slot, code : arrays, one entry per event
+        Site index and bucket slot of the reading, and the event code.
+    """
+    for c, col in EV_COLUMNS.items():
+        sel = code == c
+        if sel.any():
+            np.add.at(ev_acc, (site[sel], slot[sel], col), 1)

@@ -115,3 +115,58 @@ def screen_quality(registry: Registry, run: str, batch: Batch, bad: np.ndarray,
     # identical events (same identity) fold into one row with a count
     return (df.group_by(rw.identity_columns("quality"), maintain_order=True)
             .agg(pl.col("count").sum(), pl.col("value").first(), pl.col("detail").first()))
+
+
+class QualityLog:
+    """Quality rows of single readings kept as arrays, made one frame when asked.
+
+    The same rows as :func:`screen_quality` and :func:`quality_rows` built call by call
+    (identical screening events of one call fold into one row with a count), for a caller
+    that wants rows once, not per call: polars' fixed cost per frame is then paid once.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._kinds: list[str] = []
+        self.rows = 0
+
+    def _kind(self, name: str) -> int:
+        if name not in self._kinds:
+            self._kinds.append(name)
+        return self._kinds.index(name)
+
+    def screened(self, batch: Batch, bad: np.ndarray, codes: np.ndarray, call: int) -> None:
+        """Note the readings ``bad`` (indices into ``batch``) screening excluded, by code."""
+        lut = np.array([self._kind(SCREEN_NAMES[c]) if c in SCREEN_NAMES else -1
+                        for c in range(int(codes.max()) + 1)], np.int16)
+        self._add(batch.time_ns[bad], batch.series[bad], batch.value[bad],
+                  lut[codes[bad]], np.full(len(bad), call, np.int64))
+
+    def readings(self, b: Batch, kind: str, values: np.ndarray | None = None) -> None:
+        """Note one row per reading of ``b`` (``values`` replaces the readings' values)."""
+        n = len(b)
+        self._add(b.time_ns.copy(), b.series.copy(), (b.value if values is None else values).copy(),
+                  np.full(n, self._kind(kind), np.int16), np.full(n, -1, np.int64))
+
+    def _add(self, *cols: np.ndarray) -> None:
+        if len(cols[0]):
+            self._parts.append(cols)
+            self.rows += len(cols[0])
+
+    def frame(self, registry: Registry, run: str) -> pl.DataFrame | None:
+        """Build one frame of the rows noted so far and forget them (None: there are none)."""
+        if not self._parts:
+            return None
+        t, s, v, k, call = (np.concatenate(c) for c in zip(*self._parts, strict=True))
+        self._parts, self.rows = [], 0
+        df = quality_rows(registry, run, Batch(t, s, v), "").with_columns(
+            pl.Series("kind", self._kinds, pl.String).gather(k))
+        screened = call >= 0
+        if not screened.any():
+            return df
+        # a screening call's identical events fold into one row, as screen_quality does
+        key = np.where(screened, call, -2 - np.arange(len(call)))
+        return (df.with_columns(pl.Series("__call", key))
+                .group_by([*rw.identity_columns("quality"), "__call"], maintain_order=True)
+                .agg(pl.col("count").sum(), pl.col("value").first(), pl.col("detail").first())
+                .drop("__call").select(df.columns))

@@ -102,11 +102,13 @@ def release_in_place(t, s, v, site_of, site_wm, seen, disordered, lo, hi, held_m
 def fix_series(t, s, v, flagged, last_i, ds, dt, dv):
     """Order each flagged series in time and drop its repeated readings, in place.
 
-    Only the readings of flagged series move, within the positions they occupy: sorted by
-    time (stable, so equal times keep arrival order), then of each repeated (series, time)
-    the smallest value is kept (NaN last) and the others are marked dropped (series ``-1``,
+    Only the readings of flagged series move, each within the positions its own readings
+    occupy: sorted by time (stable, so equal times keep arrival order; a series already in
+    order, with only repeats, is not sorted), then of each repeated (series, time) the
+    smallest value is kept (NaN last) and the others are marked dropped (series ``-1``,
     which the integrate kernel skips) and copied to ``ds``, ``dt``, ``dv``. Every other
-    series is untouched, so each series ends up strictly increasing in time.
+    series is untouched, so each series ends up strictly increasing in time (the kernel
+    needs no order across series).
 
     Parameters
     ----------
@@ -125,43 +127,84 @@ def fix_series(t, s, v, flagged, last_i, ds, dt, dv):
         Readings dropped.
     """
     n = t.shape[0]
-    pos = np.empty(n, np.int64)
+    n_series = flagged.shape[0]
+    # each flagged series' positions, grouped by series (a counting sort), arrival order kept
+    start = np.zeros(n_series + 1, np.int64)
+    found = np.empty(n, np.int64)
     m = 0
-    for i in range(n):
-        if flagged[s[i]]:
-            pos[m] = i
+    for i in range(n):  # the one pass over every reading
+        si = s[i]
+        if flagged[si]:
+            start[si + 1] += 1
+            found[m] = i
             m += 1
-    pos = pos[:m]
-    perm = pos[np.argsort(t[pos], kind="mergesort")]
-    nt = t[perm]
-    ns = s[perm]
-    nv = v[perm]
-    # sorted by time, a series' repeated readings are consecutive among its own readings:
-    # of each run keep the smallest value (the first reading of a series clears its flag)
+    for j in range(n_series):
+        start[j + 1] += start[j]
+    pos = np.empty(m, np.int64)
+    for j in range(n_series):
+        last_i[j] = start[j]
+    for k in range(m):
+        i = found[k]
+        si = s[i]
+        pos[last_i[si]] = i
+        last_i[si] += 1
     d = 0
-    for k in range(m):
-        sk = ns[k]
-        if flagged[sk]:
-            flagged[sk] = False
-            last_i[sk] = k
+    for j in range(n_series):
+        a, b = start[j], start[j + 1]
+        if a == b:
             continue
-        j = last_i[sk]
-        if nt[k] != nt[j]:
-            last_i[sk] = k
-            continue
-        if before(nv[k], nv[j]):  # keep the smaller, drop the one kept so far
-            nv[k], nv[j] = nv[j], nv[k]
-        ds[d] = sk
-        dt[d] = nt[k]
-        dv[d] = nv[k]
-        d += 1
-        ns[k] = -1
-    for k in range(m):
-        p = pos[k]
-        t[p] = nt[k]
-        s[p] = ns[k]
-        v[p] = nv[k]
+        flagged[j] = False
+        p = pos[a:b]
+        nt = t[p]
+        nv = v[p]
+        if not _insertion_sort(nt, nv, 8 * (b - a) + 64):  # far from ordered: merge sort
+            o = np.argsort(nt, kind="mergesort")
+            nt = nt[o]
+            nv = nv[o]
+        keep = 0
+        s[p[0]] = j
+        for k in range(1, b - a):
+            if nt[k] != nt[keep]:
+                keep = k
+                s[p[k]] = j
+                continue
+            if before(nv[k], nv[keep]):  # keep the smaller, drop the one kept so far
+                nv[k], nv[keep] = nv[keep], nv[k]
+            ds[d] = j
+            dt[d] = nt[k]
+            dv[d] = nv[k]
+            d += 1
+            s[p[k]] = -1
+        for k in range(b - a):
+            t[p[k]] = nt[k]
+            v[p[k]] = nv[k]
     return d
+
+
+@njit
+def _insertion_sort(t, v, budget):
+    """Sort ``t`` (and ``v`` along) stably in place, if it takes at most ``budget`` moves.
+
+    A series a few readings late or out of order is nearly sorted: this takes one pass
+    plus a move per place a reading is out of it. Returns False (``t`` partly sorted,
+    equal times still in their original order) once the budget is spent.
+    """
+    for k in range(1, t.shape[0]):
+        x = t[k]
+        if x >= t[k - 1]:
+            continue
+        y = v[k]
+        j = k
+        while j > 0 and t[j - 1] > x:
+            t[j] = t[j - 1]
+            v[j] = v[j - 1]
+            j -= 1
+        t[j] = x
+        v[j] = y
+        budget -= k - j
+        if budget < 0:
+            return False
+    return True
 
 
 class Buffers:

@@ -56,6 +56,7 @@ class CoreState:
         self.ev_acc = np.zeros((n_sites, self._width, 3), np.int64)
         self._alloc_series(64)
         self.pending = Batch.empty()
+        self._site_series: list[np.ndarray] = []
         self._site_series_n = -1
 
     @property
@@ -67,6 +68,20 @@ class CoreState:
     def pending(self, batch: Batch) -> None:
         self._pending = batch
         self._held_stale = True  # the core recomputes its earliest held time per site
+
+    def _series_of_site(self) -> list[np.ndarray]:
+        """Series ids of each site that have a role, in canonical order (cached)."""
+        n = len(self.registry)
+        if n != self._site_series_n:
+            order = self.registry.order()
+            site_of = self.registry.site[:n]
+            role_of = self.registry.role[:n]
+            self._site_series = [
+                order[(site_of[order] == i) & (role_of[order] >= 0)]
+                for i in range(len(self.cfg.sites))
+            ]
+            self._site_series_n = n
+        return self._site_series
 
     def _held_min_of(self, site_of: np.ndarray) -> np.ndarray:
         """Earliest pending time per site [ns] (max int64 where none)."""

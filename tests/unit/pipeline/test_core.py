@@ -55,7 +55,8 @@ def feed(cfg, keys, batches, finalize=True, **kw):
 # --------------------------------------------------------------------------- screening
 
 
-def test_rejected_readings_are_indexed_named_and_reported():
+@pytest.mark.parametrize("defer", [False, True])
+def test_rejected_readings_are_indexed_named_and_reported(defer):
     cfg, _, keys = setup(windows=("1m",), grace="30s")
     rows = [
         (T0 + 100 * NS, key("pdu1"), 100.0),         # ok
@@ -68,7 +69,7 @@ def test_rejected_readings_are_indexed_named_and_reported():
         (T0 + 70 * NS, key("pdu2"), 1.0),            # exactly at the watermark: ok
         (T0 + 86400 * NS + H + 1, key("pdu1"), 1.0),  # from the future (clock + 1 d)
     ]
-    p, outs = feed(cfg, keys, [rows], clock_ns=lambda: T0 + H)
+    p, outs = feed(cfg, keys, [rows], clock_ns=lambda: T0 + H, defer=defer)
     out = outs[0]
     assert out.rejected_index.tolist() == [1, 2, 3, 4, 5, 6, 8]
     assert out.rejected_reason == ["unknown_series", "unknown_series", "invalid_value",
@@ -93,11 +94,27 @@ def test_identical_rejections_fold_into_one_row_with_a_count():
     assert outs[0].rejected_index.tolist() == [0, 1, 2]
 
 
-def test_duplicates_keep_the_smallest_value_and_are_reported():
+@pytest.mark.parametrize("defer", [False, True])
+def test_identical_rejections_fold_within_a_call_not_across_calls(defer):
+    """Replay (``defer``) builds quality rows once at the end: still one row per call."""
+    cfg, _, keys = setup(windows=("1m",))
+    bad = ("s1", "nope", "v")
+    rows = [(T0, bad, 1.0)] * 3 + [(T0 + NS, bad, 1.0), (T0 + 2 * NS, key("pdu1"), -1.0)]
+    _, outs = feed(cfg, keys, [rows, rows[:2]], defer=defer)
+    q = frames(outs, "quality").sort("time", "count")
+    # by hand: call 1 gives (T0, 3), (T0 + 1 s, 1) and the invalid one; call 2 (T0, 2)
+    assert list(zip(q["time"].cast(pl.Int64), q["kind"], q["count"], strict=True)) == [
+        (T0, "unknown_series", 2), (T0, "unknown_series", 3),
+        (T0 + NS, "unknown_series", 1), (T0 + 2 * NS, "invalid_value", 1)]
+    assert q.filter(pl.col("kind") == "invalid_value")["device"].to_list() == ["pdu1"]
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_duplicates_keep_the_smallest_value_and_are_reported(defer):
     cfg, _, keys = setup(windows=("1m",))
     rows = [(T0, key("pdu1"), 100.0), (T0 + 30 * NS, key("pdu1"), 300.0),
             (T0 + 30 * NS, key("pdu1"), 200.0), (T0 + 60 * NS, key("pdu1"), 100.0)]
-    _, outs = feed(cfg, keys, [rows])
+    _, outs = feed(cfg, keys, [rows], defer=defer)
     q = frames(outs, "quality")
     dup = q.filter(q["kind"] == "duplicate")
     assert dup.height == 1
@@ -169,7 +186,8 @@ def test_samples_exactly_max_gap_apart_conserve_energy():
     assert minutes["it_kwh"].to_list() == pytest.approx([100 / 60] * 10, rel=1e-12)
 
 
-def test_reset_after_a_gap_reports_both_events():
+@pytest.mark.parametrize("defer", [False, True])
+def test_reset_after_a_gap_reports_both_events(defer):
     """A register that resets while it was silent longer than max_gap shows a reset *and* a
     gap; released on its own, the reading must still yield both (quality rows and counts)."""
     spec = {"inc": {"role": "facility", "kind": "register", "max_gap": 900},
@@ -177,14 +195,16 @@ def test_reset_after_a_gap_reports_both_events():
     cfg, _, keys = setup(windows=("1h",), specs=spec)
     i = key("inc")
     _, outs = feed(cfg, keys, [[(T0, i, 5000.0)], [(T0 + H, i, 10.0)],
-                               [(T0 + H + M, i, 11.0)]])
+                               [(T0 + H + M, i, 11.0)]], defer=defer)
     kpi = kpi_sorted(outs)
     assert kpi["facility_kwh"].to_list() == [0.0, 11.0]
     assert kpi["resets"].to_list() == [0, 1]
     assert kpi["gaps"].to_list() == [0, 1]
     q = frames(outs, "quality")
-    assert sorted(q.filter(q["kind"].is_in(["reset", "gap"]))["kind"].to_list()) == \
-        ["gap", "reset"]
+    ev = q.filter(q["kind"].is_in(["reset", "gap"])).sort("kind")
+    assert ev["kind"].to_list() == ["gap", "reset"]
+    assert ev["time"].cast(pl.Int64).to_list() == [T0 + H, T0 + H]
+    assert ev["device"].to_list() == ["inc", "inc"]
 
 
 def test_advance_watermark_closes_a_quiet_feed():

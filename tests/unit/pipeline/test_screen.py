@@ -256,3 +256,26 @@ def test_close_time_subset_of_series():
     last_t = np.array([10, 450, NO_TIME], np.int64)
     got = sc.close_time(np.array([0, 2], np.int32), last_t, np.array([500, 100, 1]), 500)
     assert got == 10
+
+
+@pytest.mark.parametrize("shape", ["nearly", "reversed", "shuffled"])
+def test_order_dedup_of_long_series_nearly_ordered_or_not(shape):
+    """Nearly ordered series are put in order by moving the few late readings; far from
+    ordered ones (more moves than a few per reading) by a full sort: same result."""
+    rng = np.random.default_rng(5)
+    n = 400
+    t = np.repeat(np.arange(n // 2), 2)[:n] * 10  # each time twice: repeats to drop
+    if shape == "nearly":
+        t = t.copy()
+        late = rng.choice(n - 20, 15, replace=False)
+        t[late + 20], t[late] = t[late], t[late + 20]  # a reading 20 places late
+    elif shape == "reversed":
+        t = t[::-1]
+    else:
+        t = rng.permutation(t)
+    s = np.r_[np.zeros(n, np.int32), np.ones(50, np.int32)]  # series 1 stays in order
+    t = np.r_[t, np.arange(50) * 10]
+    v = rng.integers(0, 5, len(t)).astype(np.float64)
+    kept, dup = dedup(s, t, v, n_series=2)
+    assert len(kept) == n // 2 + 50
+    assert len(dup) == n // 2
