@@ -116,7 +116,7 @@ def bench_config(bootstrap: str, vm_url: str, topic: str, n_sites: int, tag: str
 
 
 def publish(bootstrap: str, topic: str, n_sites: int, racks: int, steps: int,
-            partitions: int = 4) -> tuple[int, int]:
+            partitions: int = 4, compression: str | None = None) -> tuple[int, int]:
     """``steps`` snapshots of every rack, time-ordered; returns (messages, samples)."""
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
@@ -125,6 +125,7 @@ def publish(bootstrap: str, topic: str, n_sites: int, racks: int, steps: int,
     admin.create_topics([NewTopic(topic, partitions, 1)])
     admin.close()
     p = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=50, batch_size=1 << 20,
+                      compression_type=compression,
                       max_request_size=8 << 20, acks=1, metrics_enabled=False)
     rng = np.random.default_rng(0)
     t0_ms = (time.time_ns() // NS - 6 * 3600) // 3600 * 3600 * 1000
@@ -256,6 +257,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-memory", action="store_true", help="no 100 k-series RSS run")
+    ap.add_argument("--compression", choices=["gzip"], default=None,
+                    help="the producer compresses its batches (default: none, Telegraf's default)")
     args = ap.parse_args()
     racks, steps = (1000, 60) if args.quick else (2500, 120)   # 2 sites x racks x steps msgs
     tmp = Path(tempfile.mkdtemp(prefix="bench-consume-"))
@@ -264,7 +267,8 @@ def main() -> int:
         tag = uuid.uuid4().hex[:8]
         topic = f"bench-{tag}"
         t0 = time.perf_counter()
-        n_msg, n_samples = publish(bootstrap, topic, 2, racks, steps)
+        n_msg, n_samples = publish(bootstrap, topic, 2, racks, steps,
+                                   compression=args.compression)
         print(f"published {n_msg:,} messages ({n_samples:,} samples, "
               f"{2 * racks * len(FIELDS):,} series) in {time.perf_counter() - t0:.1f} s")
         # alternate bare loop and service (the machine may be shared: medians of rounds)

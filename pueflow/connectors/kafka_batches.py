@@ -1,11 +1,12 @@
 """Record batches as blocks: kafka-python's fetch parsing with the per-record Python taken out.
 
 :func:`install` gives one consumer a :class:`FastPartitionRecords` (an instance attribute
-of its fetcher, never a global patch). For an uncompressed message-format-v2 data batch it
-yields one :class:`~pueflow.connectors.record_batches.RecordBlock` per batch, its records
-parsed by the numba scan; every other batch (compressed, magic 0/1, control, any batch of
-a producer id under ``read_committed``, or one the scan refuses) goes through kafka-python's
-own ``PartitionRecords`` unchanged, and its ConsumerRecords come out in order between
+of its fetcher, never a global patch). For a message-format-v2 data batch it yields one
+:class:`~pueflow.connectors.record_batches.RecordBlock` per batch, its records parsed by
+the numba scan (a compressed batch is first decompressed by kafka-python's own codecs:
+gzip, snappy, lz4, zstd, one call a batch); every other batch (magic 0/1, control, any
+batch of a producer id under ``read_committed``, or one the scan refuses) goes through
+kafka-python's own ``PartitionRecords`` unchanged, and its ConsumerRecords come out in order between
 the blocks. The fetch bookkeeping is kafka-python's: records before the fetch offset are
 skipped (a block is cut), ``next_fetch_offset``, ``records_read``, ``bytes_read`` and
 ``leader_epoch`` are kept, the batch CRC is checked when ``check_crcs`` is on.
@@ -27,6 +28,7 @@ import kafka
 import numpy as np
 from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
+from kafka.record.default_records import DefaultRecordBatch
 
 from pueflow.connectors.record_batches import (
     CODEC_MASK,
@@ -145,22 +147,28 @@ class FastPartitionRecords(Fetcher.PartitionRecords):
             raise RuntimeError(msg) from e
 
     def _plain(self, batch) -> bool:
-        if batch.magic != 2 or batch.attributes & (CODEC_MASK | CONTROL):
+        if batch.magic != 2 or batch.attributes & CONTROL:
             return False
         return not (self.isolation_level == _READ_COMMITTED and batch.has_producer_id())
 
     def _block(self, tp, batch) -> RecordBlock | None:
         """Return the batch's records from the fetch offset on, or None if the scan refuses it."""
         buf = np.frombuffer(batch._buffer, np.uint8)
+        body = None
+        if batch.attributes & CODEC_MASK:
+            # kafka-python's codecs, as its own iteration would call them (the CRC was
+            # checked on the compressed bytes); a missing codec library raises its error
+            batch._maybe_uncompress()
+            body = np.frombuffer(batch._buffer, np.uint8)
         try:
-            recs = scan_records(buf)
+            recs = scan_records(buf, body)
         except RecordBatchError as exc:
             log.warning("%s/%d: %s; kafka-python parses this batch", tp.topic, tp.partition, exc)
             return None
         n = len(recs.offsets)
         self.records_read += n
         self.bytes_read += recs.size
-        block = RecordBlock(tp.topic, tp.partition, buf, recs)
+        block = RecordBlock(tp.topic, tp.partition, buf if body is None else body, recs)
         if n:
             self.next_fetch_offset = int(recs.offsets[-1]) + 1
             if recs.offsets[0] < self.fetch_offset:  # a fetch from inside the batch
@@ -228,6 +236,8 @@ def _unsupported(consumer: Any) -> str | None:
     needed = ("_unpack_records", "_maybe_raise_next_inline_exception", "_maybe_skip_record")
     if args != _INIT_ARGS or not all(hasattr(_Library, a) for a in needed):
         return "kafka-python's Fetcher.PartitionRecords has changed"
+    if not all(hasattr(DefaultRecordBatch, a) for a in ("_maybe_uncompress", "_buffer")):
+        return "kafka-python's DefaultRecordBatch has changed"
     cfg = getattr(consumer, "config", {})
     if cfg.get("key_deserializer") or cfg.get("value_deserializer"):
         return "the consumer has a key or value deserializer"

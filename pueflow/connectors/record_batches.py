@@ -2,9 +2,10 @@
 
 kafka-python parses every record of a fetch in Python (varints, a ``ConsumerRecord`` each):
 ~6 us a message, most of a bare consumer's time. :func:`scan_records` reads all records of
-an uncompressed ``DefaultRecordBatch`` in one numba pass into arrays (offset, timestamp,
-key and value spans, header count); :class:`RecordBlock` carries them with the batch's
-bytes, so the consume service decodes payloads straight from the fetched buffer.
+a ``DefaultRecordBatch`` in one numba pass into arrays (offset, timestamp, key and value
+spans, header count), a compressed batch once its records are decompressed;
+:class:`RecordBlock` carries them with the buffer they index, so the consume service
+decodes payloads straight from the fetched (or decompressed) bytes.
 
 Layout (KIP-98): a 61-byte header (baseOffset i64, batchLength i32, partitionLeaderEpoch
 i32, magic i8, crc u32, attributes i16, lastOffsetDelta i32, baseTimestamp i64,
@@ -190,13 +191,17 @@ class Records:
     size: int
 
 
-def scan_records(buf: np.ndarray) -> Records:
-    """Parse every record of one uncompressed v2 batch (header included in ``buf``).
+def scan_records(buf: np.ndarray, body: np.ndarray | None = None) -> Records:
+    """Parse every record of one v2 batch (header included in ``buf``).
 
     Parameters
     ----------
     buf : array [uint8]
-        Exactly one batch: its 61-byte header, then its records.
+        Exactly one batch: its 61-byte header, then its records (compressed or not).
+    body : array [uint8], optional
+        A compressed batch's records, decompressed (what follows the header once the
+        batch's codec has been undone); required when the header names a codec, and then
+        the spans index into it rather than into ``buf``.
 
     Returns
     -------
@@ -206,22 +211,27 @@ def scan_records(buf: np.ndarray) -> Records:
     Raises
     ------
     RecordBatchError
-        If the bytes are not a complete uncompressed v2 batch; the message says what and
-        at which byte.
+        If the bytes are not a complete v2 batch (or a compressed one comes without its
+        ``body``); the message says what and at which byte.
     """
     if len(buf) < HEADER_SIZE:
         msg = f"record batch of {len(buf)} bytes is shorter than the {HEADER_SIZE}-byte header"
         raise RecordBatchError(msg)
     h = HEADER.unpack(buf[:HEADER_SIZE].tobytes())
     base, length, magic, attrs, base_ts, max_ts, count = h[0], h[1], h[3], h[5], h[7], h[8], h[12]
-    if magic != 2 or attrs & CODEC_MASK or length + 12 != len(buf):
-        msg = (f"record batch at offset {base}: magic {magic}, codec {attrs & CODEC_MASK}, "
-               f"length {length} + 12 vs {len(buf)} bytes; only uncompressed v2 batches are scanned")
+    codec = attrs & CODEC_MASK
+    if magic != 2 or (codec and body is None) or length + 12 != len(buf):
+        msg = (f"record batch at offset {base}: magic {magic}, codec {codec}, length {length} "
+               f"+ 12 vs {len(buf)} bytes; only v2 batches are scanned, a compressed one "
+               f"with its decompressed records")
         raise RecordBatchError(msg)
+    data, start = (body, 0) if codec and body is not None else (buf, HEADER_SIZE)
     offs, ts, k0, kn, v0, vn, hc, size, err, pos = _scan(
-        buf, HEADER_SIZE, count, base, base_ts, bool(attrs & LOG_APPEND_TIME), max_ts)
+        data, start, count, base, base_ts, bool(attrs & LOG_APPEND_TIME), max_ts)
     if err:
-        msg = f"record batch at offset {base}: {ERRORS[err]} (byte {pos} of {len(buf)})"
+        where = "decompressed records" if codec else "batch"
+        msg = (f"record batch at offset {base}: {ERRORS[err]} (byte {pos} of {len(data)} of "
+               f"the {where})")
         raise RecordBatchError(msg)
     return Records(offs, ts, k0, kn, v0, vn, hc, int(size))
 

@@ -96,8 +96,10 @@ def test_same_messages_and_positions_as_kafka_python(batches, data):
     assert fast[2] == lib[2]  # drained alike
 
 
-def test_a_batch_is_one_block_and_a_take_cuts_it():
-    raw, _ = fetch_bytes([("plain", [(None, b"v%d" % i) for i in range(10)], 0)])
+@pytest.mark.parametrize("kind", ["plain", "gzip"])
+def test_a_batch_is_one_block_and_a_take_cuts_it(kind):
+    raw, _ = fetch_bytes([(kind, [(None, b"v%d" % i) for i in range(10)], 0)])
+    assert raw[22] & 0x07 == (kind == "gzip")  # the builder kept the codec
     part = FastPartitionRecords(2, TP, MemoryRecords(raw))
     first = part.take(3)
     assert len(first) == 3
@@ -106,6 +108,7 @@ def test_a_batch_is_one_block_and_a_take_cuts_it():
     assert part.next_fetch_offset == 5
     rest = part.take(100)
     assert [x[0] for x in flat(rest)] == list(range(5, 10))
+    assert [x[3] for x in flat(rest)] == [b"v%d" % i for i in range(5, 10)]
     assert part.next_fetch_offset == 10
     assert part.records_read == 10
     assert not part
