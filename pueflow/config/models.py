@@ -252,7 +252,7 @@ class KafkaConfig(Model):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     max_poll_records: int = Field(5000, gt=0)
-    #: consume parses plain (uncompressed, v2) record batches in numba, a block per batch,
+    #: consume parses v2 record batches in numba (compressed ones once decompressed), a block per batch,
     #: instead of kafka-python's record-by-record Python; false: kafka-python's parser only
     fast_batches: bool = True
     #: consume publishes every closed site window's energy totals here (keyed by site) for

@@ -5,8 +5,8 @@
 ``ConsumerRecord`` objects) into per-message arrays (partition, offset, value length) and joins
 the chosen payloads into one buffer for the decoders. Blocks cost Python per block, never
 per message: offsets and lengths are their arrays, payloads are copied out of the batch
-buffer by a numba gather. A ConsumerRecord (kafka-python's path: compressed or legacy
-batches, or ``fast_batches`` off) costs Python per message, as it did before.
+buffer by a numba gather. A ConsumerRecord (kafka-python's path: legacy-format or
+transactional batches under read_committed, or ``fast_batches`` off) costs Python per message, as it did before.
 """
 
 from __future__ import annotations
