@@ -133,6 +133,7 @@ def test_store_outage_pauses_and_resumes_without_loss(broker, vm, names, tmp_pat
     status, health = svc.health()
     assert status == 200
     assert health["paused"] is True
+    assert health["fast_batches"] is True  # the numba record parser is in use (the default)
     vm.start()
     wait_for(lambda: svc.metrics().get("pueflow_backpressure") == 0.0, 60, 0.2, "resume")
     pub.finish()

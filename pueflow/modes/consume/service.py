@@ -237,7 +237,8 @@ class ConsumeService(RecordsMixin, CheckpointMixin):
 
     def _health_info(self) -> dict[str, Any]:
         return {"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in self.owned),
-                "paused": self.paused, "records": self.stats.records,
+                "paused": self.paused, "fast_batches": self.fast_batches,
+                "records": self.stats.records,
                 "checkpoints": self.stats.checkpoints}
 
     # ------------------------------------------------------------------ run
