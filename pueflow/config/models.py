@@ -24,7 +24,7 @@ from pydantic import (
 from pueflow.config.base import Model, duration_str
 from pueflow.config.dispatch import DispatchSpec
 from pueflow.config.plant import PlantSpec
-from pueflow.config.routing import RoutingConfig
+from pueflow.config.routing_models import RoutingConfig
 from pueflow.config.time_units import unit_ns
 from pueflow.config.tune import TuneSpec
 from pueflow.config.zones import base_bucket_ns, window_zone_problem
