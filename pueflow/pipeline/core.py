@@ -98,6 +98,7 @@ class Pipeline(CoreState):
         #: the per-call frame building is not)
         self.defer_rows = False
         self._deferred: list[Windows] = []
+        self._deferred_n = 0  # windows in _deferred
         #: with ``defer_rows``, quality rows of single readings, made a frame once
         self._qlog = QualityLog()
         self._calls = 0
@@ -274,7 +275,7 @@ class Pipeline(CoreState):
         q = self._qlog.frame(self.registry, self.run)
         if q is not None:
             quality.append(q)
-        blocks, self._deferred = self._deferred, []
+        blocks, self._deferred, self._deferred_n = self._deferred, [], 0
         by: dict[tuple[int, str], list[Windows]] = {}  # one fleet frame a site and window
         for b in blocks:
             by.setdefault((b.site, b.window), []).append(b)
@@ -315,7 +316,8 @@ class Pipeline(CoreState):
             blocks.extend(self._emit_windows(i, b_end * self.base_ns, tail))
         if self.defer_rows:
             self._deferred.extend(blocks)
-            if (not final and sum(len(b.start) for b in self._deferred) < DEFER_WINDOWS
+            self._deferred_n += sum(len(b.start) for b in blocks)
+            if (not final and self._deferred_n < DEFER_WINDOWS
                     and self._qlog.rows < DEFER_WINDOWS):
                 return None
             blocks = self._take_deferred(quality)
